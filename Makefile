@@ -1,0 +1,38 @@
+# The two ways in, each installing what a fresh Debian/Ubuntu machine lacks:
+#   make demo   the main job: a throwaway PostgreSQL, and tenantdb run against examples/
+#   make test   the whole suite: format, lints, CRD drift, unit and integration tests
+# `make crds` regenerates crds/ and the chart's copy after an API change.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+TENANTDB := target/debug/tenantdb
+
+.PHONY: demo test deps crds
+
+demo: deps
+	cargo build --locked
+	$(TENANTDB) check -f examples/
+	$(TENANTDB) sandbox -- $(TENANTDB) check -f examples/ --connect
+
+test: deps
+	cargo fmt --check
+	cargo clippy --all-targets --locked -- -D warnings
+	cargo build --locked
+	diff <($(TENANTDB) crd) <(cat crds/*.yaml) || { echo "crds/ is stale: run 'make crds'" >&2; exit 1; }
+	cargo test --locked
+
+crds:
+	cargo run --locked -q -- crd --output-dir crds
+	cargo run --locked -q -- crd --output-dir charts/tenantdb/crds
+
+# PostgreSQL server binaries (initdb, pg_ctl, psql) and the Rust lint tools.
+deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null && [ -z "$${TENANTDB_PG_BIN:-}" ]; then \
+	  echo "Installing PostgreSQL server binaries (apt-get install postgresql)"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

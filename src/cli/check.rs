@@ -1,0 +1,112 @@
+//! `tenantdb check`: validate manifests exactly as the API server would
+//! (schema, defaults, CEL rules), check the references between them, and
+//! with `--connect` log in to each DatabaseServer as its administrator.
+//!
+//! Problems are printed as `file:document: field: reason`; the exit code is
+//! 1 when there is any.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::Context;
+use kube::ResourceExt;
+use sqlx::postgres::PgConnectOptions;
+use tenantdb::admin_access::{self, AdminCredentials};
+use tenantdb::manifest::{ManifestSet, SchemaValidator};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Manifest files or directories (each directory's .yaml, .yml and .json files).
+    #[arg(short = 'f', long = "filename", value_name = "FILE_OR_DIR", required = true)]
+    paths: Vec<PathBuf>,
+
+    /// Also log in to every DatabaseServer with its admin credentials.
+    #[arg(long)]
+    connect: bool,
+
+    /// Admin connection URL to use for every DatabaseServer instead of its host and admin Secret.
+    #[arg(long, env = "TENANTDB_ADMIN_URL", hide_env_values = true, value_name = "URL")]
+    admin_url: Option<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let validator = SchemaValidator::new()?;
+    let (set, mut problems) = ManifestSet::load(&args.paths, &validator)?;
+    problems.extend(set.reference_errors(args.admin_url.is_some()));
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+
+    for server in &set.servers {
+        println!(
+            "DatabaseServer {:<28} {}",
+            server.object.name_any(),
+            server.origin
+        );
+    }
+    for tenant in &set.tenants {
+        let name = format!(
+            "{}/{}",
+            tenant.object.namespace().unwrap_or_else(|| "default".into()),
+            tenant.object.name_any()
+        );
+        println!("TenantDatabase {name:<28} {}", tenant.origin);
+    }
+
+    let mut unreachable = 0;
+    if args.connect {
+        let override_options = args
+            .admin_url
+            .as_deref()
+            .map(PgConnectOptions::from_str)
+            .transpose()
+            .context("--admin-url is not a valid PostgreSQL URL")?;
+        for server in &set.servers {
+            let name = server.object.name_any();
+            let options = match &override_options {
+                Some(options) => options.clone(),
+                None => {
+                    let Some(secret) = set.secret(&server.object.spec.admin_secret_ref) else {
+                        continue; // already reported as a reference problem
+                    };
+                    let credentials = AdminCredentials::from_secret(secret)?;
+                    admin_access::connect_options(&server.object.spec, &credentials, None)
+                }
+            };
+            match admin_access::probe(&options).await {
+                Ok(probe) => {
+                    let missing = probe.missing_privileges();
+                    let verdict = if missing.is_empty() {
+                        "can manage tenants".to_owned()
+                    } else {
+                        unreachable += 1;
+                        format!("lacks {} (tenantdb cannot manage tenants)", missing.join(" and "))
+                    };
+                    println!(
+                        "{name}: connected as {} to PostgreSQL {} (max_connections {}); {verdict}",
+                        probe.role, probe.server_version, probe.max_connections
+                    );
+                }
+                Err(error) => {
+                    unreachable += 1;
+                    eprintln!("{name}: cannot log in as administrator: {error}");
+                }
+            }
+        }
+    }
+
+    let counts = set.counts();
+    println!(
+        "{} DatabaseServer, {} TenantDatabase, {} Secret; {} problem(s)",
+        counts["DatabaseServer"],
+        counts["TenantDatabase"],
+        counts["Secret"],
+        problems.len() + unreachable
+    );
+    Ok(if problems.is_empty() && unreachable == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

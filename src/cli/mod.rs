@@ -1,0 +1,81 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own file
+//! and reports failure through `anyhow`, which stops here.
+
+mod check;
+mod crd;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tenantdb",
+    version,
+    about = "Kubernetes operator for the database-per-tenant architecture on PostgreSQL"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TENANTDB_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
+    Crd {
+        /// Write `<crd-name>.yaml` files into this directory instead of printing.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+    },
+    /// Validate manifests as the API server would, and optionally log in to each DatabaseServer.
+    Check(check::Args),
+    /// Run a throwaway local PostgreSQL with an admin role, for trying tenantdb out.
+    Sandbox(sandbox::Args),
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Crd { output_dir } => crd::run(output_dir.as_deref()),
+        Command::Check(args) => check::run(args).await,
+        Command::Sandbox(args) => sandbox::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

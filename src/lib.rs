@@ -1,0 +1,10 @@
+//! tenantdb: a Kubernetes operator for the database-per-tenant architecture
+//! on PostgreSQL. The library holds everything; the `tenantdb` binary is a
+//! thin command line over it.
+
+pub mod admin_access;
+pub mod api;
+pub mod manifest;
+pub mod password;
+pub mod sql;
+pub mod throwaway;

@@ -1,0 +1,161 @@
+//! Reading manifests from files the way the API server would accept them:
+//! `load` splits YAML/JSON files into documents, `schema` checks each
+//! document against the generated CRD schema (OpenAPI + CEL rules) and
+//! applies its defaults, and `ManifestSet` sorts them into typed objects.
+//!
+//! Used by the command line (no cluster) and by tests; the operator itself
+//! relies on the API server for the same checks.
+
+mod load;
+mod references;
+pub mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::Value;
+
+use crate::api::{DatabaseServer, TenantDatabase};
+pub use load::load_documents;
+pub use schema::SchemaValidator;
+
+/// Where a document came from: file and 1-based position in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub document: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.document)
+    }
+}
+
+/// One parsed document with its origin.
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub origin: Origin,
+    pub value: Value,
+}
+
+/// A problem with one document, printed as `file:document: field: reason`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {field}: {reason}")]
+pub struct ManifestError {
+    pub origin: Origin,
+    /// Dotted path of the offending field (`spec.pool.maxConnections`), or
+    /// `(document)` when the problem is the document as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+/// Error reading the files themselves (as opposed to their content).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: no .yaml, .yml or .json files found")]
+    NothingFound { path: PathBuf },
+}
+
+/// A typed object from a manifest, with where it came from.
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    pub origin: Origin,
+    pub object: T,
+}
+
+/// The objects tenantdb understands, sorted by kind. Documents of other kinds
+/// are ignored, so a directory can also hold the application's manifests.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestSet {
+    pub servers: Vec<Located<DatabaseServer>>,
+    pub tenants: Vec<Located<TenantDatabase>>,
+    pub secrets: Vec<Located<Secret>>,
+}
+
+impl ManifestSet {
+    /// Loads every document under `paths`, validates the tenantdb ones against
+    /// the CRD schema, and returns the valid objects with all problems found.
+    /// A document with a problem is left out of the set, so nothing is ever
+    /// done for it.
+    pub fn load(
+        paths: &[impl AsRef<Path>],
+        validator: &SchemaValidator,
+    ) -> Result<(Self, Vec<ManifestError>), LoadError> {
+        let (documents, mut errors) = load_documents(paths)?;
+        let mut set = Self::default();
+        for document in documents {
+            if let Err(mut problems) = set.insert(document, validator) {
+                errors.append(&mut problems);
+            }
+        }
+        Ok((set, errors))
+    }
+
+    fn insert(&mut self, document: Document, validator: &SchemaValidator) -> Result<(), Vec<ManifestError>> {
+        let Document { origin, value } = document;
+        let whole = |reason: String| {
+            vec![ManifestError {
+                origin: origin.clone(),
+                field: "(document)".into(),
+                reason,
+            }]
+        };
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if api_version.is_empty() || kind.is_empty() {
+            return Err(whole(
+                "not a Kubernetes object: apiVersion and kind are required".into(),
+            ));
+        }
+        match (api_version, kind) {
+            ("v1", "Secret") => {
+                let secret = serde_json::from_value(value).map_err(|e| whole(e.to_string()))?;
+                self.secrets.push(Located {
+                    origin,
+                    object: secret,
+                });
+            }
+            (_, "TenantDatabase" | "DatabaseServer") if is_tenantdb(api_version) => {
+                let value = validator.validate(&value, None).map_err(|errors| {
+                    errors
+                        .into_iter()
+                        .map(|e| ManifestError {
+                            origin: origin.clone(),
+                            field: e.field,
+                            reason: e.reason,
+                        })
+                        .collect::<Vec<_>>()
+                })?;
+                if kind == "TenantDatabase" {
+                    let tenant = serde_json::from_value(value).map_err(|e| whole(e.to_string()))?;
+                    self.tenants.push(Located {
+                        origin,
+                        object: tenant,
+                    });
+                } else {
+                    let server = serde_json::from_value(value).map_err(|e| whole(e.to_string()))?;
+                    self.servers.push(Located {
+                        origin,
+                        object: server,
+                    });
+                }
+            }
+            _ if is_tenantdb(api_version) => {
+                return Err(whole(format!("unknown kind {kind} in {api_version}")));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_tenantdb(api_version: &str) -> bool {
+    api_version.starts_with("tenantdb.io/")
+}
