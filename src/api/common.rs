@@ -26,6 +26,21 @@ pub const DURATION_PATTERN: &str = "^(0|([0-9]+(ms|s|m|h))+)$";
 /// A Kubernetes object name (RFC 1123 subdomain).
 pub const K8S_NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
+/// Whether `name` is a valid Kubernetes object name (RFC 1123 subdomain),
+/// the same rule as [`K8S_NAME_PATTERN`].
+pub fn is_k8s_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
 /// Reference to a Secret in a given namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -79,4 +94,19 @@ pub fn list_map_keyed_by_name(schema: &mut schemars::Schema) {
 /// Schema transform for a list whose items are unique scalars.
 pub fn list_set(schema: &mut schemars::Schema) {
     schema.insert("x-kubernetes-list-type".into(), "set".into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_names() {
+        assert!(is_k8s_name("acme-db.prod"));
+        assert!(!is_k8s_name("Acme"));
+        assert!(!is_k8s_name("-a"));
+        assert!(!is_k8s_name("a..b"));
+        assert!(!is_k8s_name("../../etc/passwd"));
+        assert!(!is_k8s_name(&"a".repeat(254)));
+    }
 }

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, PG_NAME_PATTERN, SecretKeyReference, SecretReference, conditions_list_schema,
+    Condition, PG_NAME_PATTERN, SecretKeyReference, SecretReference, conditions_list_schema, list_set,
 };
 use super::tenant_database::{LimitsSpec, PoolSpec};
 
@@ -90,6 +90,12 @@ pub struct DatabaseServerSpec {
     /// Namespaces whose tenants may use this server. Default: all namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<LabelSelector>,
+
+    /// Extensions tenants on this server may request in spec.extensions.
+    /// Default: PostgreSQL's trusted contrib extensions (see the docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 63), regex(pattern = "^[a-z_][a-z0-9_-]*$")), transform = list_set)]
+    pub allowed_extensions: Option<Vec<String>>,
 
     /// Defaults for tenants placed on this server; a tenant's own spec wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]

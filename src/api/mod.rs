@@ -3,6 +3,7 @@
 
 pub mod common;
 pub mod database_server;
+pub mod duration;
 pub mod tenant_database;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

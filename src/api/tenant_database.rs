@@ -150,6 +150,13 @@ pub struct TenantDatabaseSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
+    /// Take over a database and role that already exist but carry no
+    /// tenantdb ownership marker (e.g. created before tenantdb). Without it,
+    /// such a database is refused. A database marked as another resource's is
+    /// never taken over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+
     /// Name of the connection Secret in this namespace. Default: `<metadata.name>-db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]

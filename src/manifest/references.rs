@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use super::{Located, ManifestError, ManifestSet};
-use crate::api::DatabaseServer;
 use crate::api::common::SecretReference;
+use crate::api::{DatabaseServer, TenantDatabase};
 
 impl ManifestSet {
     /// Problems with references between the loaded documents. With
@@ -18,29 +18,7 @@ impl ManifestSet {
     pub fn reference_errors(&self, admin_override: bool) -> Vec<ManifestError> {
         let mut errors = Vec::new();
         for tenant in &self.tenants {
-            let spec = &tenant.object.spec;
-            let problem = match (&spec.server, &spec.server_selector) {
-                (Some(name), _) if self.server(name).is_none() => Some((
-                    "spec.server",
-                    format!("DatabaseServer {name:?} is not among the given manifests"),
-                )),
-                (None, Some(selector)) => match Selector::try_from(selector.clone()) {
-                    Err(e) => Some(("spec.serverSelector", e.to_string())),
-                    Ok(selector) if !self.servers.iter().any(|s| selector.matches(s.object.labels())) => {
-                        Some((
-                            "spec.serverSelector",
-                            "no DatabaseServer among the given manifests matches".to_owned(),
-                        ))
-                    }
-                    Ok(_) => None,
-                },
-                (None, None) if self.servers.is_empty() => Some((
-                    "spec.server",
-                    "no DatabaseServer among the given manifests to place the tenant on".to_owned(),
-                )),
-                _ => None,
-            };
-            if let Some((field, reason)) = problem {
+            if let Err((field, reason)) = self.place(&tenant.object) {
                 errors.push(ManifestError {
                     origin: tenant.origin.clone(),
                     field: field.into(),
@@ -64,6 +42,45 @@ impl ManifestSet {
             }
         }
         errors
+    }
+
+    /// The server a tenant goes on: `spec.server`, or else the first server
+    /// (by name) that `spec.serverSelector` matches, or the first server of
+    /// all. With no cluster there is no status to remember a choice in, so
+    /// the choice is deterministic instead. The error names the field at fault.
+    pub fn place(&self, tenant: &TenantDatabase) -> Result<&DatabaseServer, (&'static str, String)> {
+        let spec = &tenant.spec;
+        if let Some(name) = &spec.server {
+            return self.server(name).map(|s| &s.object).ok_or_else(|| {
+                (
+                    "spec.server",
+                    format!("DatabaseServer {name:?} is not among the given manifests"),
+                )
+            });
+        }
+        let mut candidates: Vec<&DatabaseServer> = self.servers.iter().map(|s| &s.object).collect();
+        candidates.sort_by_key(|s| s.name_any());
+        match &spec.server_selector {
+            Some(selector) => {
+                let selector = Selector::try_from(selector.clone())
+                    .map_err(|e| ("spec.serverSelector", e.to_string()))?;
+                candidates
+                    .into_iter()
+                    .find(|s| selector.matches(s.labels()))
+                    .ok_or_else(|| {
+                        (
+                            "spec.serverSelector",
+                            "no DatabaseServer among the given manifests matches".to_owned(),
+                        )
+                    })
+            }
+            None => candidates.into_iter().next().ok_or_else(|| {
+                (
+                    "spec.server",
+                    "no DatabaseServer among the given manifests to place the tenant on".to_owned(),
+                )
+            }),
+        }
     }
 
     /// The DatabaseServer called `name`, if loaded.

@@ -10,7 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::core::cel::{CompiledSchema, Validator as CelValidator, apply_defaults, compile_schema};
 use serde_json::{Map, Value};
 
-use crate::api::common::{DURATION_PATTERN, K8S_NAME_PATTERN, PG_NAME_PATTERN, SQL_IDENTIFIER_PATTERN};
+use crate::api::common::{
+    DURATION_PATTERN, K8S_NAME_PATTERN, PG_NAME_PATTERN, SQL_IDENTIFIER_PATTERN, is_k8s_name,
+};
 
 /// One rejected field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +163,7 @@ fn metadata_errors(object: &Value, namespaced: bool) -> Vec<FieldError> {
             field: "metadata.name".into(),
             reason: "required".into(),
         });
-    } else if name.len() > 253 || !matches_k8s_name(name) {
+    } else if !is_k8s_name(name) {
         errors.push(FieldError {
             field: "metadata.name".into(),
             reason: "must be a lower-case RFC 1123 name (letters, digits, '-', '.'), at most 253 characters"
@@ -175,18 +177,6 @@ fn metadata_errors(object: &Value, namespaced: bool) -> Vec<FieldError> {
         });
     }
     errors
-}
-
-fn matches_k8s_name(name: &str) -> bool {
-    name.split('.').all(|label| {
-        let bytes = label.as_bytes();
-        !bytes.is_empty()
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-            && bytes[0] != b'-'
-            && bytes[bytes.len() - 1] != b'-'
-    })
 }
 
 /// `/spec/indexes/0/name` → `spec.indexes[0].name`.
@@ -331,13 +321,5 @@ mod tests {
             serde_json::json!(["string", "null"])
         );
         assert_eq!(converted["additionalProperties"], Value::Bool(false));
-    }
-
-    #[test]
-    fn kubernetes_names() {
-        assert!(matches_k8s_name("acme-db.prod"));
-        assert!(!matches_k8s_name("Acme"));
-        assert!(!matches_k8s_name("-a"));
-        assert!(!matches_k8s_name("a..b"));
     }
 }
