@@ -1,5 +1,5 @@
 # The two ways in, each installing what a fresh Debian/Ubuntu machine lacks:
-#   make demo   the main job: a throwaway PostgreSQL, and tenantdb run against examples/
+#   make demo   the main job: a throwaway PostgreSQL, examples/ provisioned on it, a tenant login
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
 # `make crds` regenerates crds/ and the chart's copy after an API change.
 
@@ -13,7 +13,7 @@ TENANTDB := target/debug/tenantdb
 demo: deps
 	cargo build --locked
 	$(TENANTDB) check -f examples/
-	$(TENANTDB) sandbox -- $(TENANTDB) check -f examples/ --connect
+	$(TENANTDB) sandbox -- examples/demo.sh
 
 test: deps
 	cargo fmt --check

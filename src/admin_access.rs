@@ -107,6 +107,31 @@ pub fn connect_options(
     options
 }
 
+/// Most admin connections tenantdb opens to one server, whoever asks.
+pub const MAX_ADMIN_CONNECTIONS: u32 = 4;
+
+/// The bounded pool of admin connections to one server, shared by all its
+/// tenants. Connections are opened lazily and each session gets a
+/// `lock_timeout`, so DDL queued behind a tenant's long transaction fails
+/// and is retried instead of piling up, and a `statement_timeout` as a
+/// last resort.
+pub fn admin_pool(options: PgConnectOptions, max_connections: u32) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections.clamp(1, MAX_ADMIN_CONNECTIONS))
+        .min_connections(0)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .idle_timeout(std::time::Duration::from_secs(300))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SELECT set_config('lock_timeout', '10s', false), set_config('statement_timeout', '300s', false)")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_lazy_with(options.application_name("tenantdb"))
+}
+
 /// What a successful admin login tells about the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerProbe {

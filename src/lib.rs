@@ -4,7 +4,11 @@
 
 pub mod admin_access;
 pub mod api;
+pub mod connection_secret;
+pub mod local;
 pub mod manifest;
 pub mod password;
+pub mod reconcile;
 pub mod sql;
+pub mod status;
 pub mod throwaway;

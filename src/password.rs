@@ -9,6 +9,11 @@ use rand::distr::Alphanumeric;
 /// about 238 bits of entropy, and safe in URLs, shells and YAML unquoted.
 pub const PASSWORD_LENGTH: usize = 40;
 
+/// A new random password, wrapped so it cannot leak through `Debug`.
+pub fn generate_password() -> crate::admin_access::Password {
+    crate::admin_access::Password::new(generate())
+}
+
 /// A new random password of [`PASSWORD_LENGTH`] alphanumeric characters.
 pub fn generate() -> String {
     rand::rng()

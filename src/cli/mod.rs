@@ -3,6 +3,7 @@
 
 mod check;
 mod crd;
+mod local;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -48,6 +49,12 @@ enum Command {
     },
     /// Validate manifests as the API server would, and optionally log in to each DatabaseServer.
     Check(check::Args),
+    /// Show what apply would change on the servers, without changing anything.
+    Plan(local::PlanArgs),
+    /// Provision the tenants in the manifests on their servers.
+    Apply(local::ApplyArgs),
+    /// Carry out each tenant's deletionPolicy (Retain: nothing; Delete: drop database and role).
+    Delete(local::Common),
     /// Run a throwaway local PostgreSQL with an admin role, for trying tenantdb out.
     Sandbox(sandbox::Args),
 }
@@ -58,6 +65,9 @@ pub async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd { output_dir } => crd::run(output_dir.as_deref()),
         Command::Check(args) => check::run(args).await,
+        Command::Plan(args) => local::plan(args).await,
+        Command::Apply(args) => local::apply(args).await,
+        Command::Delete(args) => local::delete(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     };
     match result {

@@ -44,6 +44,12 @@ impl Ident {
         Ok(Self(name.to_owned()))
     }
 
+    /// An extension name: like [`Ident::parse`], but `-` is allowed too
+    /// (`uuid-ossp`), which the quoting makes safe.
+    pub fn parse_extension(name: &str) -> Result<Self, IdentError> {
+        Self::parse(&name.replace('-', "_")).map(|_| Self(name.to_owned()))
+    }
+
     /// The name as PostgreSQL stores it (unquoted), e.g. for bound parameters.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -9,6 +9,7 @@
 
 mod ident;
 pub mod scram;
+pub mod statements;
 
 pub use ident::{Ident, IdentError};
 pub use scram::ScramVerifier;

@@ -10,7 +10,11 @@
 
 use std::sync::OnceLock;
 
+use sqlx::Connection;
+use sqlx::postgres::PgConnectOptions;
+use tenantdb::sql::{self, Ident, ScramVerifier};
 use tenantdb::throwaway::ThrowawayPostgres;
+use tokio::sync::OnceCell;
 
 pub struct TestServer {
     pub url: String,
@@ -32,10 +36,78 @@ pub fn server() -> &'static TestServer {
     })
 }
 
-/// A single connection to the test server's maintenance database.
+/// A single connection to the test server's maintenance database, as the
+/// server's own user (the superuser of a throwaway cluster): for setting up
+/// drift and for inspecting the catalog.
 pub async fn connect() -> sqlx::PgConnection {
-    use sqlx::Connection;
     sqlx::PgConnection::connect(&server().url)
         .await
         .unwrap_or_else(|e| panic!("connecting to the test server: {e}"))
+}
+
+/// Options for the test server's URL.
+pub fn server_options() -> PgConnectOptions {
+    server().url.parse().expect("the test server URL parses")
+}
+
+/// The administrative role tenantdb uses in tests.
+pub struct AdminLogin {
+    pub user: String,
+    pub password: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl AdminLogin {
+    pub fn options(&self) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.user)
+            .password(&self.password)
+            .database("postgres")
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/postgres",
+            self.user, self.password, self.host, self.port
+        )
+    }
+}
+
+/// LOGIN CREATEDB CREATEROLE and not superuser, like production. With
+/// `TENANTDB_TEST_DATABASE_URL` that URL's role is used as it is.
+pub async fn admin() -> &'static AdminLogin {
+    static ADMIN: OnceCell<AdminLogin> = OnceCell::const_new();
+    ADMIN
+        .get_or_init(|| async {
+            let options = server_options();
+            if let Ok(url) = std::env::var("TENANTDB_TEST_DATABASE_URL")
+                && !url.is_empty()
+            {
+                let credentials = url.split_once("://").unwrap().1.rsplit_once('@').unwrap().0;
+                let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+                return AdminLogin {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                    host: options.get_host().to_owned(),
+                    port: options.get_port(),
+                };
+            }
+            let password = tenantdb::password::generate();
+            let role = Ident::parse("tenantdb_test_admin").unwrap();
+            let mut conn = connect().await;
+            sqlx::query(sql::create_admin_role(&role, &ScramVerifier::generate(&password)))
+                .execute(&mut conn)
+                .await
+                .expect("creating the test admin role");
+            AdminLogin {
+                user: role.as_str().to_owned(),
+                password,
+                host: options.get_host().to_owned(),
+                port: options.get_port(),
+            }
+        })
+        .await
 }

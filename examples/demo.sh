@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The local demo, run by `make demo` inside `tenantdb sandbox` (which sets
+# TENANTDB_ADMIN_URL to a throwaway PostgreSQL): preview, provision, prove
+# idempotence, log in as a tenant with its generated Secret.
+set -euo pipefail
+tenantdb=${TENANTDB:-target/debug/tenantdb}
+secrets=$(mktemp -d)
+trap 'rm -rf "$secrets"' EXIT
+psql=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -n 1)
+
+echo "== tenantdb plan: what apply would do"
+"$tenantdb" plan -f examples/ --secrets-dir "$secrets"
+
+echo; echo "== tenantdb apply"
+"$tenantdb" apply -f examples/ --secrets-dir "$secrets"
+
+echo; echo "== tenantdb plan again: nothing left to do"
+"$tenantdb" plan -f examples/ --secrets-dir "$secrets" --detailed-exitcode
+
+echo; echo "== psql as tenant acme, with the DATABASE_URL from its Secret ($secrets/tenants-acme-db.yaml)"
+url=$(sed -n 's/^  DATABASE_URL: //p' "$secrets/tenants-acme-db.yaml")
+"$psql" -X "$url" -c "SELECT current_database(), current_user, current_setting('statement_timeout') AS statement_timeout"
+
+echo "== and refused by tenant globex's database"
+if "$psql" -X "${url/\/tenants_acme\?//tenants_globex?}" -c "SELECT 1" 2>&1; then
+  echo "isolation broken: acme reached globex's database" >&2
+  exit 1
+fi

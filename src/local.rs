@@ -1,0 +1,220 @@
+//! Running the reconcile core with no cluster: the manifests a person gives
+//! (`tenantdb plan/apply/delete -f …`) are turned into jobs — one per
+//! tenant, each with its resolved `Desired` state and the admin pool of its
+//! server — which the command line then drives. Connection Secrets live as
+//! manifest files in a directory instead of in the API server.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::admin_access::{self, AdminCredentials, Password};
+use crate::api::TenantDatabase;
+use crate::connection_secret::{self, Endpoint};
+use crate::manifest::{ManifestError, ManifestSet, Origin};
+use crate::reconcile::{self, Desired, Mode, Outcome, ReconcileError, Step, StoredPassword};
+
+/// How tenantdb reaches one server: its admin pool and where applications connect.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub pool: PgPool,
+    pub admin: PgConnectOptions,
+    pub endpoint: Endpoint,
+}
+
+/// One tenant to act on.
+pub struct TenantJob {
+    pub origin: Origin,
+    pub tenant: TenantDatabase,
+    pub namespace: String,
+    pub desired: Desired,
+}
+
+impl TenantJob {
+    /// `namespace/name`, for output.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.tenant.name_any())
+    }
+}
+
+/// Everything needed to act on the tenants of a manifest set.
+pub struct Workspace {
+    pub servers: BTreeMap<String, ServerHandle>,
+    pub jobs: Vec<TenantJob>,
+}
+
+/// Why the admin connection for a server cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("--admin-url is not a valid PostgreSQL URL: {0}")]
+    AdminUrl(sqlx::Error),
+}
+
+impl Workspace {
+    /// Resolves every tenant of `set` against its server. Problems (a tenant
+    /// whose spec cannot be resolved, a server without credentials) are
+    /// returned with the document they concern, and that tenant gets no job —
+    /// so nothing is ever executed for it.
+    pub fn prepare(
+        set: &ManifestSet,
+        admin_url: Option<&str>,
+        concurrency: u32,
+    ) -> Result<(Self, Vec<ManifestError>), LocalError> {
+        let mut problems = set.reference_errors(admin_url.is_some());
+        let override_options = admin_url
+            .map(PgConnectOptions::from_str)
+            .transpose()
+            .map_err(LocalError::AdminUrl)?;
+        let mut servers = BTreeMap::new();
+        for server in &set.servers {
+            let spec = &server.object.spec;
+            let (admin, endpoint) = match &override_options {
+                Some(options) => (
+                    options.clone(),
+                    Endpoint {
+                        host: options.get_host().to_owned(),
+                        port: options.get_port(),
+                        ssl_mode: spec.ssl_mode,
+                    },
+                ),
+                None => {
+                    let Some(secret) = set.secret(&spec.admin_secret_ref) else {
+                        continue; // reported by reference_errors
+                    };
+                    let credentials = match AdminCredentials::from_secret(secret) {
+                        Ok(credentials) => credentials,
+                        Err(error) => {
+                            problems.push(ManifestError {
+                                origin: server.origin.clone(),
+                                field: "spec.adminSecretRef".into(),
+                                reason: error.to_string(),
+                            });
+                            continue;
+                        }
+                    };
+                    (
+                        admin_access::connect_options(spec, &credentials, None),
+                        Endpoint {
+                            host: spec.host.clone(),
+                            port: u16::try_from(spec.port).unwrap_or(5432),
+                            ssl_mode: spec.ssl_mode,
+                        },
+                    )
+                }
+            };
+            servers.insert(
+                server.object.name_any(),
+                ServerHandle {
+                    pool: admin_access::admin_pool(admin.clone(), concurrency),
+                    admin,
+                    endpoint,
+                },
+            );
+        }
+
+        let mut jobs = Vec::new();
+        for tenant in &set.tenants {
+            let Ok(server) = set.place(&tenant.object) else {
+                continue; // reported by reference_errors
+            };
+            if !servers.contains_key(&server.name_any()) {
+                continue; // the server's own problem is reported
+            }
+            match reconcile::resolve(&tenant.object, server) {
+                Ok(desired) => jobs.push(TenantJob {
+                    origin: tenant.origin.clone(),
+                    namespace: tenant.object.namespace().unwrap_or_else(|| "default".into()),
+                    tenant: tenant.object.clone(),
+                    desired,
+                }),
+                Err(error) => problems.push(ManifestError {
+                    origin: tenant.origin.clone(),
+                    field: error.field,
+                    reason: error.reason,
+                }),
+            }
+        }
+        Ok((Self { servers, jobs }, problems))
+    }
+
+    fn server(&self, job: &TenantJob) -> &ServerHandle {
+        // prepare() only makes jobs for servers it has handles for.
+        &self.servers[&job.desired.server]
+    }
+
+    /// Observes, plans and (in [`Mode::Apply`]) applies one tenant.
+    pub async fn provision(
+        &self,
+        job: &TenantJob,
+        stored: StoredPassword<'_>,
+        mode: Mode,
+    ) -> Result<Outcome, ReconcileError> {
+        let server = self.server(job);
+        reconcile::provision(&server.pool, &server.admin, &job.desired, stored, mode).await
+    }
+
+    /// Plans and (in [`Mode::Apply`]) carries out `deletionPolicy: Delete` for one tenant.
+    pub async fn delete(&self, job: &TenantJob, mode: Mode) -> Result<Vec<Step>, ReconcileError> {
+        let server = self.server(job);
+        reconcile::delete(&server.pool, &server.admin, &job.desired, mode).await
+    }
+
+    /// The connection Secret for `job` with `password`.
+    pub fn connection_secret(&self, job: &TenantJob, password: &Password) -> Secret {
+        connection_secret::secret(&job.namespace, &job.desired, &self.server(job).endpoint, password)
+    }
+
+    /// Closes every admin pool.
+    pub async fn close(&self) {
+        for server in self.servers.values() {
+            server.pool.close().await;
+        }
+    }
+}
+
+/// The file a tenant's connection Secret is kept in: `DIR/<namespace>-<secretName>.yaml`.
+pub fn secret_path(dir: &Path, job: &TenantJob) -> PathBuf {
+    dir.join(format!("{}-{}.yaml", job.namespace, job.desired.secret_name))
+}
+
+/// The password in the Secret file at `path`, if the file exists and holds one.
+pub fn read_secret_password(path: &Path) -> std::io::Result<Option<Password>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret: Secret = serde_norway::from_str(&text).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            Ok(connection_secret::password_of(&secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `secret` to `path` readable by its owner only (0600), replacing
+/// any previous file atomically; an identical file is left alone.
+pub fn write_secret(path: &Path, secret: &Secret) -> std::io::Result<()> {
+    let yaml = serde_norway::to_string(secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    if std::fs::read_to_string(path).is_ok_and(|existing| existing == yaml) {
+        return Ok(());
+    }
+    let temporary = path.with_extension("yaml.tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    std::io::Write::write_all(&mut file, yaml.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}

@@ -1,0 +1,441 @@
+//! Step one of the pipeline (pure): resolve a `TenantDatabase` and the
+//! `DatabaseServer` it is placed on into the exact state wanted on the
+//! server — physical names, pool contract, settings, extensions — checking
+//! everything the CRD schema checks again, since the operator must not rely
+//! on the cluster having the current CRD installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use crate::api::common::is_k8s_name;
+use crate::api::duration::parse_millis;
+use crate::api::tenant_database::{LimitsSpec, PoolSpec};
+use crate::api::{DatabaseServer, TenantDatabase};
+use crate::sql::Ident;
+use crate::sql::statements::Setting;
+
+use super::error::SpecError;
+
+/// Built-in pool defaults, used when neither tenant nor server says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: i32 = 20;
+pub const DEFAULT_MIN_CONNECTIONS: i32 = 2;
+pub const DEFAULT_IDLE_TIMEOUT: &str = "30s";
+pub const DEFAULT_CONNECTION_TIMEOUT: &str = "2s";
+pub const DEFAULT_REPLICAS: i32 = 1;
+
+/// Connections added to `maxConnections × replicas` for the default
+/// CONNECTION LIMIT: one for tenantdb's health login, one for a person's
+/// `psql` or a migration job, so neither is refused when the pools are full.
+pub const CONNECTION_RESERVE: i32 = 2;
+
+/// Extensions tenants may request when the server sets no
+/// `allowedExtensions`: PostgreSQL's trusted contrib extensions, which a
+/// database owner may create without superuser rights.
+pub const DEFAULT_ALLOWED_EXTENSIONS: &[&str] = &[
+    "btree_gin",
+    "btree_gist",
+    "citext",
+    "cube",
+    "dict_int",
+    "fuzzystrmatch",
+    "hstore",
+    "intarray",
+    "isn",
+    "lo",
+    "ltree",
+    "pg_trgm",
+    "pgcrypto",
+    "seg",
+    "tablefunc",
+    "tcn",
+    "tsm_system_rows",
+    "tsm_system_time",
+    "unaccent",
+    "uuid-ossp",
+];
+
+/// The marker tenantdb writes as the comment of every database and role it
+/// creates, naming the owning resource.
+pub const OWNER_MARKER_PREFIX: &str = "tenantdb.io/owner=";
+
+/// The application's pool contract, fully resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolContract {
+    pub max_connections: i32,
+    pub min_connections: i32,
+    pub idle_timeout_ms: i64,
+    pub connection_timeout_ms: i64,
+    pub replicas: i32,
+    /// CONNECTION LIMIT on the role and the database.
+    pub connection_limit: i32,
+}
+
+/// Everything wanted on the server for one tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// `namespace/name` of the owning resource.
+    pub owner: String,
+    pub tenant: String,
+    pub server: String,
+    pub database: Ident,
+    pub role: Ident,
+    pub pool: PoolContract,
+    /// Each managed setting: `Some(ms)` to set, `None` to leave at PostgreSQL's default.
+    pub settings: BTreeMap<Setting, Option<i64>>,
+    pub extensions: BTreeSet<String>,
+    pub adopt: bool,
+    pub secret_name: String,
+}
+
+impl Desired {
+    /// The ownership marker for this tenant's database and role.
+    pub fn marker(&self) -> String {
+        format!("{OWNER_MARKER_PREFIX}{}", self.owner)
+    }
+}
+
+/// Resolves `tenant` as placed on `server`.
+pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desired, SpecError> {
+    let spec = &tenant.spec;
+    let namespace = tenant.namespace().unwrap_or_else(|| "default".into());
+    let name = tenant.name_any();
+    let database_name = spec
+        .database_name
+        .clone()
+        .unwrap_or_else(|| derive_name(&namespace, &name));
+    let database = tenant_ident("spec.databaseName", &database_name)?;
+    let role = match &spec.role_name {
+        Some(role) => tenant_ident("spec.roleName", role)?,
+        None => database.clone(),
+    };
+    let defaults = server.spec.defaults.as_ref();
+    let pool = resolve_pool(spec.pool.as_ref(), defaults.and_then(|d| d.pool.as_ref()))?;
+    let settings = resolve_limits(spec.limits.as_ref(), defaults.and_then(|d| d.limits.as_ref()))?;
+    let allowed: BTreeSet<&str> = match &server.spec.allowed_extensions {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => DEFAULT_ALLOWED_EXTENSIONS.iter().copied().collect(),
+    };
+    let mut extensions = BTreeSet::new();
+    for (i, extension) in spec.extensions.iter().enumerate() {
+        if !allowed.contains(extension.as_str()) {
+            return Err(SpecError::new(
+                format!("spec.extensions[{i}]"),
+                format!(
+                    "{extension:?} is not on the allow-list of DatabaseServer {}",
+                    server.name_any()
+                ),
+            ));
+        }
+        extensions.insert(extension.clone());
+    }
+    let secret_name = spec.secret_name.clone().unwrap_or_else(|| format!("{name}-db"));
+    if !is_k8s_name(&secret_name) {
+        return Err(SpecError::new(
+            "spec.secretName",
+            format!("{secret_name:?} is not a valid Kubernetes object name"),
+        ));
+    }
+    Ok(Desired {
+        owner: format!("{namespace}/{name}"),
+        tenant: spec.tenant.clone().unwrap_or_else(|| name.clone()),
+        server: server.name_any(),
+        database,
+        role,
+        pool,
+        settings,
+        extensions,
+        adopt: spec.adopt,
+        secret_name,
+    })
+}
+
+/// `namespace_name`, lower-cased, with every character PostgreSQL would need
+/// quoting for replaced by `_`; a `t_` prefix where it would start with a
+/// digit or `pg_`; and when longer than 63 bytes, cut with a short hash of the
+/// full name appended, so distinct long names stay distinct.
+pub fn derive_name(namespace: &str, name: &str) -> String {
+    let mut derived: String = format!("{namespace}_{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if derived.starts_with(|c: char| c.is_ascii_digit()) || derived.starts_with("pg_") {
+        derived.insert_str(0, "t_");
+    }
+    if derived.len() > 63 {
+        let hash = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+        let suffix: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        derived.truncate(63 - 1 - suffix.len());
+        derived.push('_');
+        derived.push_str(&suffix);
+    }
+    derived
+}
+
+/// A database or role name: a valid identifier, lower case, not `pg_`.
+fn tenant_ident(field: &str, name: &str) -> Result<Ident, SpecError> {
+    let ident = Ident::parse(name).map_err(|e| SpecError::new(field, format!("{name:?} {e}")))?;
+    if name.chars().any(|c| c.is_ascii_uppercase() || c == '$') {
+        return Err(SpecError::new(
+            field,
+            format!("{name:?}: only lower-case letters, digits and '_' are allowed"),
+        ));
+    }
+    if name.starts_with("pg_") {
+        return Err(SpecError::new(
+            field,
+            format!("{name:?} must not start with pg_ (reserved by PostgreSQL)"),
+        ));
+    }
+    Ok(ident)
+}
+
+fn resolve_pool(tenant: Option<&PoolSpec>, server: Option<&PoolSpec>) -> Result<PoolContract, SpecError> {
+    let pick = |get: fn(&PoolSpec) -> Option<i32>| tenant.and_then(get).or_else(|| server.and_then(get));
+    let pick_str = |get: fn(&PoolSpec) -> Option<&String>| {
+        tenant.and_then(get).or_else(|| server.and_then(get)).cloned()
+    };
+    let max_connections = pick(|p| p.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let min_connections = pick(|p| p.min_connections).unwrap_or(DEFAULT_MIN_CONNECTIONS.min(max_connections));
+    let replicas = pick(|p| p.replicas).unwrap_or(DEFAULT_REPLICAS);
+    range("spec.pool.maxConnections", max_connections, 1, 10_000)?;
+    range("spec.pool.minConnections", min_connections, 0, 10_000)?;
+    range("spec.pool.replicas", replicas, 1, 1_000)?;
+    if min_connections > max_connections {
+        return Err(SpecError::new(
+            "spec.pool.minConnections",
+            format!("{min_connections} exceeds maxConnections {max_connections}"),
+        ));
+    }
+    let duration =
+        |field: &str, value: String| parse_millis(&value).map_err(|e| SpecError::new(field, e.to_string()));
+    let idle_timeout_ms = duration(
+        "spec.pool.idleTimeout",
+        pick_str(|p| p.idle_timeout.as_ref()).unwrap_or_else(|| DEFAULT_IDLE_TIMEOUT.into()),
+    )?;
+    let connection_timeout_ms = duration(
+        "spec.pool.connectionTimeout",
+        pick_str(|p| p.connection_timeout.as_ref()).unwrap_or_else(|| DEFAULT_CONNECTION_TIMEOUT.into()),
+    )?;
+    let connection_limit = match pick(|p| p.connection_limit) {
+        Some(limit) => {
+            range("spec.pool.connectionLimit", limit, 1, 100_000)?;
+            limit
+        }
+        None => max_connections * replicas + CONNECTION_RESERVE,
+    };
+    Ok(PoolContract {
+        max_connections,
+        min_connections,
+        idle_timeout_ms,
+        connection_timeout_ms,
+        replicas,
+        connection_limit,
+    })
+}
+
+fn resolve_limits(
+    tenant: Option<&LimitsSpec>,
+    server: Option<&LimitsSpec>,
+) -> Result<BTreeMap<Setting, Option<i64>>, SpecError> {
+    let mut settings = BTreeMap::new();
+    for setting in Setting::ALL {
+        let get = |limits: &LimitsSpec| match setting {
+            Setting::StatementTimeout => limits.statement_timeout.clone(),
+            Setting::IdleInTransactionSessionTimeout => limits.idle_in_transaction_session_timeout.clone(),
+            Setting::LockTimeout => limits.lock_timeout.clone(),
+        };
+        let field = match setting {
+            Setting::StatementTimeout => "spec.limits.statementTimeout",
+            Setting::IdleInTransactionSessionTimeout => "spec.limits.idleInTransactionSessionTimeout",
+            Setting::LockTimeout => "spec.limits.lockTimeout",
+        };
+        let value = tenant.and_then(get).or_else(|| server.and_then(get));
+        let millis = value
+            .map(|v| parse_millis(&v).map_err(|e| SpecError::new(field, e.to_string())))
+            .transpose()?;
+        settings.insert(setting, millis);
+    }
+    Ok(settings)
+}
+
+fn range(field: &str, value: i32, min: i32, max: i32) -> Result<(), SpecError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(SpecError::new(field, format!("{value} is outside {min}–{max}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::database_server::{DatabaseServerSpec, TenantDefaults};
+    use crate::api::tenant_database::TenantDatabaseSpec;
+
+    fn server(defaults: Option<TenantDefaults>) -> DatabaseServer {
+        DatabaseServer::new(
+            "pg-main",
+            DatabaseServerSpec {
+                host: "db".into(),
+                defaults,
+                ..DatabaseServerSpec::default()
+            },
+        )
+    }
+
+    fn tenant(spec: TenantDatabaseSpec) -> TenantDatabase {
+        let mut tenant = TenantDatabase::new("acme", spec);
+        tenant.metadata.namespace = Some("tenants".into());
+        tenant
+    }
+
+    #[test]
+    fn defaults_give_the_documented_contract() {
+        let desired = resolve(&tenant(TenantDatabaseSpec::default()), &server(None)).unwrap();
+        assert_eq!(desired.database.as_str(), "tenants_acme");
+        assert_eq!(desired.role, desired.database);
+        assert_eq!(desired.owner, "tenants/acme");
+        assert_eq!(desired.secret_name, "acme-db");
+        assert_eq!(
+            desired.pool,
+            PoolContract {
+                max_connections: 20,
+                min_connections: 2,
+                idle_timeout_ms: 30_000,
+                connection_timeout_ms: 2_000,
+                replicas: 1,
+                connection_limit: 22,
+            }
+        );
+        assert!(desired.settings.values().all(Option::is_none));
+    }
+
+    #[test]
+    fn tenant_values_win_over_server_defaults_which_win_over_built_ins() {
+        let defaults = TenantDefaults {
+            pool: Some(PoolSpec {
+                max_connections: Some(10),
+                replicas: Some(2),
+                ..PoolSpec::default()
+            }),
+            limits: Some(LimitsSpec {
+                statement_timeout: Some("30s".into()),
+                lock_timeout: Some("5s".into()),
+                ..LimitsSpec::default()
+            }),
+        };
+        let spec = TenantDatabaseSpec {
+            pool: Some(PoolSpec {
+                replicas: Some(3),
+                ..PoolSpec::default()
+            }),
+            limits: Some(LimitsSpec {
+                statement_timeout: Some("1m".into()),
+                ..LimitsSpec::default()
+            }),
+            ..TenantDatabaseSpec::default()
+        };
+        let desired = resolve(&tenant(spec), &server(Some(defaults))).unwrap();
+        assert_eq!(desired.pool.max_connections, 10);
+        assert_eq!(desired.pool.replicas, 3);
+        assert_eq!(desired.pool.connection_limit, 10 * 3 + CONNECTION_RESERVE);
+        assert_eq!(desired.settings[&Setting::StatementTimeout], Some(60_000));
+        assert_eq!(desired.settings[&Setting::LockTimeout], Some(5_000));
+        assert_eq!(desired.settings[&Setting::IdleInTransactionSessionTimeout], None);
+    }
+
+    #[test]
+    fn min_connections_follows_a_small_max_and_is_checked_after_layering() {
+        let small = TenantDatabaseSpec {
+            pool: Some(PoolSpec {
+                max_connections: Some(1),
+                ..PoolSpec::default()
+            }),
+            ..TenantDatabaseSpec::default()
+        };
+        assert_eq!(
+            resolve(&tenant(small), &server(None))
+                .unwrap()
+                .pool
+                .min_connections,
+            1
+        );
+
+        let defaults = TenantDefaults {
+            pool: Some(PoolSpec {
+                min_connections: Some(8),
+                ..PoolSpec::default()
+            }),
+            limits: None,
+        };
+        let spec = TenantDatabaseSpec {
+            pool: Some(PoolSpec {
+                max_connections: Some(4),
+                ..PoolSpec::default()
+            }),
+            ..TenantDatabaseSpec::default()
+        };
+        let error = resolve(&tenant(spec), &server(Some(defaults))).unwrap_err();
+        assert_eq!(error.field, "spec.pool.minConnections");
+    }
+
+    #[test]
+    fn derived_names_are_legal_and_distinct_when_cut() {
+        assert_eq!(derive_name("tenants", "acme-corp.eu"), "tenants_acme_corp_eu");
+        assert_eq!(derive_name("9lives", "x"), "t_9lives_x");
+        assert_eq!(derive_name("pg", "x"), "t_pg_x");
+        let long_a = derive_name("tenants", &format!("{}-a", "x".repeat(70)));
+        let long_b = derive_name("tenants", &format!("{}-b", "x".repeat(70)));
+        assert_eq!(long_a.len(), 63);
+        assert_ne!(long_a, long_b);
+        assert!(Ident::parse(&long_a).is_ok());
+    }
+
+    #[test]
+    fn extensions_must_be_on_the_allow_list() {
+        let spec = |extensions: &[&str]| TenantDatabaseSpec {
+            extensions: extensions.iter().map(|e| e.to_string()).collect(),
+            ..TenantDatabaseSpec::default()
+        };
+        assert!(resolve(&tenant(spec(&["pg_trgm", "citext"])), &server(None)).is_ok());
+        let error = resolve(&tenant(spec(&["plpython3u"])), &server(None)).unwrap_err();
+        assert_eq!(error.field, "spec.extensions[0]");
+    }
+
+    #[test]
+    fn names_are_checked_again_even_if_the_schema_was_bypassed() {
+        for (field, spec) in [
+            (
+                "spec.databaseName",
+                TenantDatabaseSpec {
+                    database_name: Some("acme\"; drop".into()),
+                    ..TenantDatabaseSpec::default()
+                },
+            ),
+            (
+                "spec.roleName",
+                TenantDatabaseSpec {
+                    role_name: Some("pg_read_all_data".into()),
+                    ..TenantDatabaseSpec::default()
+                },
+            ),
+            (
+                "spec.databaseName",
+                TenantDatabaseSpec {
+                    database_name: Some("Acme".into()),
+                    ..TenantDatabaseSpec::default()
+                },
+            ),
+        ] {
+            assert_eq!(resolve(&tenant(spec), &server(None)).unwrap_err().field, field);
+        }
+    }
+}

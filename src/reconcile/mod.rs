@@ -1,0 +1,129 @@
+//! The reconcile core, shared by the operator and the command line:
+//! `desired` (resolve the spec, pure) → `observe` (one catalog snapshot) →
+//! `plan` (the difference, pure) → `apply` (DDL). [`provision`] and
+//! [`delete`] run the pipeline for one tenant under a per-tenant advisory
+//! lock, so two reconcilers (operator replicas, a person's `tenantdb
+//! apply`) never interleave on the same tenant.
+
+pub mod apply;
+pub mod desired;
+pub mod error;
+pub mod observe;
+pub mod plan;
+
+use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, Postgres};
+
+pub use desired::{Desired, resolve};
+pub use error::{ErrorCategory, ReconcileError, SpecError};
+pub use observe::Snapshot;
+pub use plan::{Plan, Step, StoredPassword};
+
+/// Whether to change the server or only say what would change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    DryRun,
+    Apply,
+}
+
+/// What a provisioning run found and did.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Steps executed (0 in a dry run).
+    pub executed: usize,
+}
+
+/// Observes, plans and (in [`Mode::Apply`]) applies `desired` on the server
+/// behind `pool`. `admin` are the pool's connect options, from which the
+/// connection to the tenant database is derived.
+pub async fn provision(
+    pool: &PgPool,
+    admin: &PgConnectOptions,
+    desired: &Desired,
+    stored: StoredPassword<'_>,
+    mode: Mode,
+) -> Result<Outcome, ReconcileError> {
+    with_tenant_lock(pool, desired, async |conn| {
+        let tenant_db = admin.clone().database(desired.database.as_str());
+        let snapshot = observe::observe(conn, desired, &tenant_db)
+            .await
+            .map_err(db_error(desired, "observe catalog"))?;
+        let plan = plan::plan_provision(desired, &snapshot, stored, crate::password::generate_password())?;
+        let executed = match mode {
+            Mode::DryRun => 0,
+            Mode::Apply => apply::apply(conn, &tenant_db, desired, &plan.steps).await?,
+        };
+        Ok(Outcome { plan, executed })
+    })
+    .await
+}
+
+/// Plans and (in [`Mode::Apply`]) carries out `deletionPolicy: Delete` for
+/// `desired`; returns the steps. Refuses, dropping nothing, when the database
+/// or role is not this resource's.
+pub async fn delete(
+    pool: &PgPool,
+    admin: &PgConnectOptions,
+    desired: &Desired,
+    mode: Mode,
+) -> Result<Vec<Step>, ReconcileError> {
+    with_tenant_lock(pool, desired, async |conn| {
+        let tenant_db = admin.clone().database(desired.database.as_str());
+        let snapshot = observe::observe(conn, desired, &tenant_db)
+            .await
+            .map_err(db_error(desired, "observe catalog"))?;
+        let steps = plan::plan_delete(desired, &snapshot)?;
+        if mode == Mode::Apply {
+            apply::apply(conn, &tenant_db, desired, &steps).await?;
+        }
+        Ok(steps)
+    })
+    .await
+}
+
+/// Runs `work` on one pooled admin connection holding a session-level
+/// advisory lock for the tenant's database name. On any failure the
+/// connection is closed rather than returned, which releases the lock.
+async fn with_tenant_lock<T>(
+    pool: &PgPool,
+    desired: &Desired,
+    work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, ReconcileError>,
+) -> Result<T, ReconcileError> {
+    let mut conn: PoolConnection<Postgres> = pool
+        .acquire()
+        .await
+        .map_err(db_error(desired, "connect as admin"))?;
+    let key = format!("tenantdb:{}", desired.database.as_str());
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error(desired, "take the tenant lock"))?;
+    let result = work(&mut conn).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&key)
+        .execute(&mut *conn)
+        .await;
+    if result.is_err() || unlocked.is_err() {
+        conn.close_on_drop();
+    }
+    result
+}
+
+/// Wraps a database error with the tenant's context and the failed operation.
+pub(crate) fn db_error<'a>(
+    desired: &'a Desired,
+    operation: &'static str,
+) -> impl FnOnce(sqlx::Error) -> ReconcileError + 'a {
+    move |source| {
+        ReconcileError::Database(Box::new(error::DatabaseFailure {
+            server: desired.server.clone(),
+            database: desired.database.clone(),
+            role: desired.role.clone(),
+            operation,
+            source,
+        }))
+    }
+}

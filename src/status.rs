@@ -1,0 +1,198 @@
+//! Building a `TenantDatabase`'s status from a reconcile's result (pure).
+//! Conditions follow kstatus: `Ready`, `Reconciling` and `Stalled`, plus
+//! the detail conditions; a condition's `lastTransitionTime` moves only when
+//! its status does.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::common::Condition;
+use crate::api::tenant_database::{PoolStatus, TenantDatabaseStatus, TenantPhase};
+use crate::reconcile::{Desired, ReconcileError};
+
+/// Sets condition `type_` in `conditions`, keeping its transition time when
+/// the status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// Status after a provisioning attempt for `desired` (absent when the spec
+/// could not even be resolved) with `result`.
+pub fn provisioned(
+    previous: Option<&TenantDatabaseStatus>,
+    generation: Option<i64>,
+    desired: Option<&Desired>,
+    result: Result<(), &ReconcileError>,
+    now: &Time,
+) -> TenantDatabaseStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    if let Some(desired) = desired {
+        status.server = Some(desired.server.clone());
+        status.database_name = Some(desired.database.as_str().to_owned());
+        status.role_name = Some(desired.role.as_str().to_owned());
+        status.secret_name = Some(desired.secret_name.clone());
+    }
+    let conditions = &mut status.conditions;
+    match result {
+        Ok(()) => {
+            let desired_pool = desired.map(|d| &d.pool);
+            if let Some(pool) = desired_pool {
+                let live = status.pool.take().unwrap_or_default();
+                status.pool = Some(PoolStatus {
+                    max_connections: pool.max_connections,
+                    connection_limit: pool.connection_limit,
+                    ..live
+                });
+                status.connections = Some(format!(
+                    "{}/{}",
+                    status.pool.as_ref().map_or(0, |p| p.active_connections),
+                    pool.connection_limit
+                ));
+            }
+            let conditions = &mut status.conditions;
+            set_condition(
+                conditions,
+                "DatabaseReady",
+                true,
+                "Provisioned",
+                "database and role match the spec",
+                generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                "PoolConfigured",
+                true,
+                "Configured",
+                "connection limits and settings match the pool contract",
+                generation,
+                now,
+            );
+            set_condition(conditions, "Reconciling", false, "Converged", "", generation, now);
+            set_condition(conditions, "Stalled", false, "Converged", "", generation, now);
+            set_condition(
+                conditions,
+                "Ready",
+                true,
+                "Provisioned",
+                "the tenant database is ready",
+                generation,
+                now,
+            );
+            status.phase = Some(TenantPhase::Ready);
+        }
+        Err(error) => {
+            let message = error.to_string();
+            let permanent = error.category().is_permanent();
+            let reason = match error {
+                ReconcileError::InvalidSpec(_) => "InvalidSpec",
+                ReconcileError::Conflict(_) => "Conflict",
+                ReconcileError::Database(_) if permanent => "PermissionDenied",
+                ReconcileError::Database(_) => "ServerError",
+            };
+            set_condition(
+                conditions,
+                "DatabaseReady",
+                false,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                "Reconciling",
+                !permanent,
+                reason,
+                if permanent { "" } else { &message },
+                generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                "Stalled",
+                permanent,
+                reason,
+                if permanent { &message } else { "" },
+                generation,
+                now,
+            );
+            set_condition(conditions, "Ready", false, reason, &message, generation, now);
+            status.phase = Some(if permanent {
+                TenantPhase::Failed
+            } else {
+                TenantPhase::Provisioning
+            });
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_a_transition() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            "Ready",
+            false,
+            "Provisioning",
+            "",
+            Some(1),
+            &time(100),
+        );
+        set_condition(
+            &mut conditions,
+            "Ready",
+            false,
+            "Provisioning",
+            "still",
+            Some(2),
+            &time(200),
+        );
+        assert_eq!(conditions[0].last_transition_time, time(100));
+        assert_eq!(conditions[0].message, "still");
+        set_condition(
+            &mut conditions,
+            "Ready",
+            true,
+            "Provisioned",
+            "",
+            Some(2),
+            &time(300),
+        );
+        assert_eq!(conditions[0].last_transition_time, time(300));
+        assert_eq!(conditions.len(), 1);
+    }
+}

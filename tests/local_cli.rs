@@ -1,0 +1,407 @@
+//! `tenantdb plan`, `apply` and `delete` as a person runs them: manifests
+//! in files, a real PostgreSQL, real `psql` logins with the Secrets written.
+
+mod support;
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use k8s_openapi::api::core::v1::Secret;
+use sqlx::{Connection, PgConnection, Row};
+
+fn tenantdb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh directory with the test server's DatabaseServer and admin Secret.
+async fn workdir(name: &str) -> PathBuf {
+    let admin = support::admin().await;
+    let dir = std::env::temp_dir().join(format!("tenantdb-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(
+        dir.join("manifests/server.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: test-pg}}\n\
+             spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n",
+            admin.user, admin.password, admin.host, admin.port
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn tenant_yaml(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: tenantdb.io/v1alpha1\nkind: TenantDatabase\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+    )
+}
+
+fn read_secret(path: &Path) -> Secret {
+    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn psql(url: &str, query: &str) -> Output {
+    let psql = tenantdb::throwaway::find_bin_dir().unwrap().join("psql");
+    Command::new(psql)
+        .args(["-XAtq", "-d", url, "-c", query])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn apply_then_plan_is_converged_and_secrets_work_with_psql() {
+    let dir = workdir("apply").await;
+    std::fs::write(
+        dir.join("manifests/tenants.yaml"),
+        tenant_yaml(
+            "cli",
+            "acme",
+            "{server: test-pg, pool: {maxConnections: 5, replicas: 2}, limits: {statementTimeout: 15s}}",
+        ) + &tenant_yaml(
+            "cli",
+            "globex",
+            "{server: test-pg, databaseName: cli_globex_db, secretName: globex-pg}",
+        ),
+    )
+    .unwrap();
+    let manifests = dir.join("manifests");
+    let secrets = dir.join("secrets");
+    let (m, s) = (manifests.to_str().unwrap(), secrets.to_str().unwrap());
+
+    let before = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(
+        before.status.code(),
+        Some(2),
+        "changes pending: {}",
+        text(&before.stdout)
+    );
+    assert!(text(&before.stdout).contains("PASSWORD '<redacted>'"));
+
+    let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", s, "-o", "json"]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let objects: Vec<tenantdb::api::TenantDatabase> = serde_json::from_slice(&applied.stdout).unwrap();
+    assert_eq!(objects.len(), 2);
+    for object in &objects {
+        let status = object.status.as_ref().unwrap();
+        assert_eq!(
+            status.phase,
+            Some(tenantdb::api::tenant_database::TenantPhase::Ready)
+        );
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        );
+    }
+    assert_eq!(
+        objects[0]
+            .status
+            .as_ref()
+            .unwrap()
+            .pool
+            .as_ref()
+            .unwrap()
+            .connection_limit,
+        12
+    );
+
+    let after = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(after.status.code(), Some(0), "converged: {}", text(&after.stdout));
+    assert!(text(&after.stdout).contains("Plan: 0 to change, 2 up to date, 0 failed."));
+
+    let acme_file = secrets.join("cli-acme-db.yaml");
+    let globex_file = secrets.join("cli-globex-pg.yaml");
+    assert_eq!(
+        std::fs::metadata(&acme_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let acme = read_secret(&acme_file).string_data.unwrap();
+    for key in [
+        "DATABASE_URL",
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGSSLMODE",
+        "DB_POOL_MAX",
+        "DB_POOL_MIN",
+        "DB_POOL_IDLE_TIMEOUT_MS",
+        "DB_POOL_CONNECTION_TIMEOUT_MS",
+    ] {
+        assert!(acme.contains_key(key), "{key}");
+    }
+    assert_eq!(acme["DB_POOL_MAX"], "5");
+    assert_eq!(acme["DB_POOL_IDLE_TIMEOUT_MS"], "30000");
+    assert!(acme["PGPASSWORD"].len() >= 32);
+
+    let login = psql(
+        &acme["DATABASE_URL"],
+        "SELECT current_database() || ' ' || current_user || ' ' || current_setting('statement_timeout')",
+    );
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    assert_eq!(text(&login.stdout).trim(), "cli_acme cli_acme 15s");
+    let globex = read_secret(&globex_file).string_data.unwrap();
+    let cross = psql(
+        &globex["DATABASE_URL"].replace("/cli_globex_db?", "/cli_acme?"),
+        "SELECT 1",
+    );
+    assert!(!cross.status.success(), "globex must not reach acme's database");
+    assert!(
+        text(&cross.stderr).contains("permission denied for database"),
+        "{}",
+        text(&cross.stderr)
+    );
+
+    // Re-running apply keeps the passwords.
+    let again = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(again.status.success());
+    assert_eq!(
+        read_secret(&acme_file).string_data.unwrap()["PGPASSWORD"],
+        acme["PGPASSWORD"]
+    );
+    assert!(
+        text(&again.stderr).contains("cli/acme: up to date"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // Passwords never reach the output.
+    for output in [&before, &applied, &after, &again] {
+        let all = text(&output.stdout) + &text(&output.stderr);
+        assert!(!all.contains(&acme["PGPASSWORD"]) && !all.contains(&globex["PGPASSWORD"]));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn delete_honours_the_deletion_policy() {
+    let dir = workdir("delete").await;
+    std::fs::write(
+        dir.join("manifests/tenants.yaml"),
+        tenant_yaml("clidel", "kept", "{server: test-pg}")
+            + &tenant_yaml("clidel", "gone", "{server: test-pg, deletionPolicy: Delete}"),
+    )
+    .unwrap();
+    let m = dir.join("manifests");
+    let m = m.to_str().unwrap();
+    assert!(tenantdb(&["apply", "-f", m]).status.success());
+    let output = tenantdb(&["delete", "-f", m]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("clidel/kept: deletionPolicy Retain: database clidel_kept and role clidel_kept kept"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("clidel/gone: dropped database clidel_gone and role clidel_gone"),
+        "{stdout}"
+    );
+
+    let mut conn = support::connect().await;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'clidel_%' ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(names, ["clidel_kept"]);
+    let again = tenantdb(&["delete", "-f", m]);
+    assert!(text(&again.stdout).contains("clidel/gone: nothing to delete"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every hostile input is refused with a message naming the field, and the
+/// catalog is exactly as it was.
+#[tokio::test]
+async fn hostile_inputs_are_refused_and_change_nothing() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "{server: test-pg, databaseName: \"x\\\"; DROP DATABASE postgres; --\"}",
+            "spec.databaseName",
+        ),
+        (
+            "{server: test-pg, databaseName: \"x; DROP ROLE postgres\"}",
+            "spec.databaseName",
+        ),
+        (
+            "{server: test-pg, databaseName: \"x' OR '1'='1\"}",
+            "spec.databaseName",
+        ),
+        (
+            "{server: test-pg, databaseName: \"x -- comment\"}",
+            "spec.databaseName",
+        ),
+        (
+            "{server: test-pg, databaseName: \"x/* c */y\"}",
+            "spec.databaseName",
+        ),
+        ("{server: test-pg, databaseName: \"аcme\"}", "spec.databaseName"), // Cyrillic а
+        (
+            "{server: test-pg, databaseName: \"acme\\u200b\"}",
+            "spec.databaseName",
+        ), // zero-width space
+        ("{server: test-pg, databaseName: \"x\\0y\"}", "spec.databaseName"),
+        (
+            "{server: test-pg, databaseName: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}",
+            "spec.databaseName",
+        ), // 64 bytes
+        ("{server: test-pg, databaseName: \"\"}", "spec.databaseName"),
+        ("{server: test-pg, databaseName: pg_evil}", "spec.databaseName"),
+        ("{server: test-pg, roleName: pg_read_all_data}", "spec.roleName"),
+        ("{server: test-pg, roleName: \"Admin\"}", "spec.roleName"),
+        ("{server: test-pg, roleName: \"a b\"}", "spec.roleName"),
+        (
+            "{server: test-pg, pool: {idleTimeout: \"30 seconds\"}}",
+            "spec.pool.idleTimeout",
+        ),
+        (
+            "{server: test-pg, pool: {connectionTimeout: \"-1s\"}}",
+            "spec.pool.connectionTimeout",
+        ),
+        (
+            "{server: test-pg, limits: {statementTimeout: \"1d\"}}",
+            "spec.limits.statementTimeout",
+        ),
+        (
+            "{server: test-pg, limits: {lockTimeout: \"5s; SET ROLE postgres\"}}",
+            "spec.limits.lockTimeout",
+        ),
+        (
+            "{server: test-pg, extensions: [plpython3u]}",
+            "spec.extensions[0]",
+        ),
+        (
+            "{server: test-pg, extensions: [\"pg_trgm\\\"; DROP\"]}",
+            "spec.extensions[0]",
+        ),
+        (
+            "{server: test-pg, pool: {maxConnections: -5}}",
+            "spec.pool.maxConnections",
+        ),
+        (
+            "{server: test-pg, pool: {maxConnections: 3, minConnections: 9}}",
+            "spec.pool.minConnections",
+        ),
+        (
+            "{server: test-pg, deletionPolicy: DropEverything}",
+            "spec.deletionPolicy",
+        ),
+        (
+            "{server: test-pg, secretName: \"../../etc/passwd\"}",
+            "spec.secretName",
+        ),
+        ("{server: \"no-such-server\"}", "spec.server"),
+        (
+            "{server: test-pg, indexes: [{name: \"i\\\"x\", table: t, columns: [a]}]}",
+            "spec.indexes[0].name",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+    let dir = workdir("hostile").await;
+    let mut yaml = String::new();
+    for (i, (spec, _)) in cases.iter().enumerate() {
+        write!(yaml, "{}", tenant_yaml("hostile", &format!("t{i}"), spec)).unwrap();
+    }
+    let file = dir.join("manifests/hostile.yaml");
+    std::fs::write(&file, yaml).unwrap();
+
+    let before = catalog_text().await;
+    let output = tenantdb(&["apply", "-f", dir.join("manifests").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    for (i, (spec, field)) in cases.iter().enumerate() {
+        // Documents are numbered from 1 and the server file holds none of these.
+        let expected = format!("{}:{}: {field}", file.display(), i + 1);
+        assert!(
+            stderr.contains(&expected),
+            "{spec}: expected {expected:?} in\n{stderr}"
+        );
+    }
+    assert!(
+        !text(&output.stdout).contains("hostile/"),
+        "no tenant was applied: {}",
+        text(&output.stdout)
+    );
+    assert_eq!(catalog_text().await, before, "the catalog is unchanged");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn catalog_text() -> Vec<String> {
+    let mut conn = support::connect().await;
+    sqlx::query(
+        "SELECT datname::text AS name FROM pg_database WHERE datname NOT LIKE 'cli%' AND datname NOT LIKE 'fifty%'
+         UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname NOT LIKE 'cli%' AND rolname NOT LIKE 'fifty%'
+         UNION ALL SELECT setrole::text FROM pg_db_role_setting
+         ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get::<String, _>("name"))
+    .collect()
+}
+
+#[tokio::test]
+async fn fifty_tenants_are_provisioned_and_each_is_usable() {
+    let dir = workdir("fifty").await;
+    let mut yaml = String::new();
+    for i in 0..50 {
+        yaml.push_str(&tenant_yaml(
+            "fifty",
+            &format!("t{i:02}"),
+            "{server: test-pg, pool: {maxConnections: 3}}",
+        ));
+    }
+    std::fs::write(dir.join("manifests/tenants.yaml"), yaml).unwrap();
+    let secrets = dir.join("secrets");
+    let output = tenantdb(&[
+        "apply",
+        "-f",
+        dir.join("manifests").to_str().unwrap(),
+        "--secrets-dir",
+        secrets.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout).matches(" Ready ").count(),
+        50,
+        "{}",
+        text(&output.stdout)
+    );
+
+    for i in 0..50 {
+        let secret = read_secret(&secrets.join(format!("fifty-t{i:02}-db.yaml")))
+            .string_data
+            .unwrap();
+        let mut conn = PgConnection::connect(&secret["DATABASE_URL"])
+            .await
+            .unwrap_or_else(|e| panic!("tenant t{i:02}: {e}"));
+        let (database, limit): (String, i32) = sqlx::query_as(
+            "SELECT current_database()::text, rolconnlimit FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(database, format!("fifty_t{i:02}"));
+        assert_eq!(limit, 5);
+        sqlx::query("CREATE TABLE t (id int)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
