@@ -148,6 +148,13 @@ pub struct ServerProbe {
 }
 
 impl ServerProbe {
+    /// PostgreSQL 15 made the `public` schema belong to the database owner
+    /// (`pg_database_owner`); before that, a non-superuser admin cannot give
+    /// the tenant its schema, so older servers are not supported.
+    pub fn is_supported_version(&self) -> bool {
+        self.server_version_num >= 150_000
+    }
+
     /// What the admin role lacks for tenantdb to manage tenants, if anything.
     pub fn missing_privileges(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();

@@ -187,7 +187,7 @@ async fn apply_then_plan_is_converged_and_secrets_work_with_psql() {
 }
 
 #[tokio::test]
-async fn delete_honours_the_deletion_policy() {
+async fn delete_honours_the_deletion_policy_with_sessions_connected() {
     let dir = workdir("delete").await;
     std::fs::write(
         dir.join("manifests/tenants.yaml"),
@@ -195,10 +195,20 @@ async fn delete_honours_the_deletion_policy() {
             + &tenant_yaml("clidel", "gone", "{server: test-pg, deletionPolicy: Delete}"),
     )
     .unwrap();
-    let m = dir.join("manifests");
-    let m = m.to_str().unwrap();
-    assert!(tenantdb(&["apply", "-f", m]).status.success());
-    let output = tenantdb(&["delete", "-f", m]);
+    let (m, secrets) = (dir.join("manifests"), dir.join("secrets"));
+    let (m, s) = (m.to_str().unwrap(), secrets.to_str().unwrap());
+    assert!(tenantdb(&["apply", "-f", m, "--secrets-dir", s]).status.success());
+    let session = |name: &str| {
+        let url = read_secret(&secrets.join(format!("clidel-{name}-db.yaml")))
+            .string_data
+            .unwrap()["DATABASE_URL"]
+            .clone();
+        async move { PgConnection::connect(&url).await.unwrap() }
+    };
+    let mut kept_session = session("kept").await;
+    let mut gone_session = session("gone").await;
+
+    let output = tenantdb(&["delete", "-f", m, "--secrets-dir", s]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
@@ -210,14 +220,36 @@ async fn delete_honours_the_deletion_policy() {
         "{stdout}"
     );
 
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut kept_session)
+        .await
+        .expect("Retain leaves sessions alone");
+    assert_eq!(one, 1);
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut gone_session).await.is_err(),
+        "Delete ended the session"
+    );
     let mut conn = support::connect().await;
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'clidel_%' ORDER BY 1")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(names, ["clidel_kept"]);
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'clidel_%'
+         UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'clidel_%' ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        names,
+        ["clidel_kept", "clidel_kept"],
+        "the kept database and role, nothing of the other"
+    );
+    assert!(secrets.join("clidel-kept-db.yaml").exists());
+    assert!(
+        !secrets.join("clidel-gone-db.yaml").exists(),
+        "the dropped tenant's Secret file is removed"
+    );
+
     let again = tenantdb(&["delete", "-f", m]);
+    assert!(again.status.success());
     assert!(text(&again.stdout).contains("clidel/gone: nothing to delete"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -77,7 +77,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             match admin_access::probe(&options).await {
                 Ok(probe) => {
                     let missing = probe.missing_privileges();
-                    let verdict = if missing.is_empty() {
+                    let verdict = if !probe.is_supported_version() {
+                        unreachable += 1;
+                        "PostgreSQL 15 or newer is required".to_owned()
+                    } else if missing.is_empty() {
                         "can manage tenants".to_owned()
                     } else {
                         unreachable += 1;
