@@ -5,22 +5,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use support::{tenantdb, text};
 
 use kube::ResourceExt;
 use tenantdb::api::tenant_database::DeletionPolicy;
 use tenantdb::manifest::{ManifestSet, SchemaValidator};
-
-fn tenantdb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tenantdb"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn every_example_parses_and_validates_against_the_crd_schema() {

@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::{tenantdb, text};
+
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,17 +12,6 @@ use std::process::{Command, Output};
 
 use k8s_openapi::api::core::v1::Secret;
 use sqlx::{Connection, PgConnection, Row};
-
-fn tenantdb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tenantdb"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A fresh directory with the test server's DatabaseServer and admin Secret.
 async fn workdir(name: &str) -> PathBuf {

@@ -111,3 +111,16 @@ pub async fn admin() -> &'static AdminLogin {
         })
         .await
 }
+
+/// Runs the `tenantdb` binary built for these tests.
+pub fn tenantdb(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        .args(args)
+        .output()
+        .expect("running tenantdb")
+}
+
+/// Command output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
