@@ -171,6 +171,13 @@ impl ServerProbe {
 /// Logs in as the admin role and reads the server's version and the role's privileges.
 pub async fn probe(options: &PgConnectOptions) -> Result<ServerProbe, sqlx::Error> {
     let mut conn = PgConnection::connect_with(options).await?;
+    let probe = probe_on(&mut conn).await?;
+    conn.close().await?;
+    Ok(probe)
+}
+
+/// [`probe`] on an admin connection already open (e.g. from the pool).
+pub async fn probe_on(conn: &mut PgConnection) -> Result<ServerProbe, sqlx::Error> {
     let row = sqlx::query(
         "SELECT current_setting('server_version') AS server_version,
                 current_setting('server_version_num')::int AS server_version_num,
@@ -179,9 +186,9 @@ pub async fn probe(options: &PgConnectOptions) -> Result<ServerProbe, sqlx::Erro
            FROM pg_roles r
           WHERE r.rolname = current_user",
     )
-    .fetch_one(&mut conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let probe = ServerProbe {
+    Ok(ServerProbe {
         server_version: row.try_get("server_version")?,
         server_version_num: row.try_get("server_version_num")?,
         role: row.try_get("role")?,
@@ -189,9 +196,7 @@ pub async fn probe(options: &PgConnectOptions) -> Result<ServerProbe, sqlx::Erro
         create_db: row.try_get("rolcreatedb")?,
         create_role: row.try_get("rolcreaterole")?,
         max_connections: row.try_get("max_connections")?,
-    };
-    conn.close().await?;
-    Ok(probe)
+    })
 }
 
 #[cfg(test)]

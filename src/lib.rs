@@ -9,6 +9,7 @@ pub mod connection_secret;
 pub mod emulator;
 pub mod local;
 pub mod manifest;
+pub mod operator;
 pub mod password;
 pub mod reconcile;
 pub mod sql;

@@ -39,16 +39,45 @@ pub fn set_condition(
     }
 }
 
+/// Why a reconcile did not reach Ready, as status reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// PascalCase reason for the conditions, e.g. `Conflict`.
+    pub reason: &'static str,
+    pub message: String,
+    /// Permanent failures stall (`Stalled=True`) until something changes;
+    /// the others are being retried (`Reconciling=True`).
+    pub permanent: bool,
+}
+
+impl From<&ReconcileError> for Failure {
+    fn from(error: &ReconcileError) -> Self {
+        let permanent = error.category().is_permanent();
+        let reason = match error {
+            ReconcileError::InvalidSpec(_) => "InvalidSpec",
+            ReconcileError::Conflict(_) => "Conflict",
+            ReconcileError::Database(_) if permanent => "PermissionDenied",
+            ReconcileError::Database(_) => "ServerUnavailable",
+        };
+        Self {
+            reason,
+            message: error.to_string(),
+            permanent,
+        }
+    }
+}
+
 /// Status after a provisioning attempt for `desired` (absent when the spec
 /// could not even be resolved) with `result`.
 pub fn provisioned(
     previous: Option<&TenantDatabaseStatus>,
     generation: Option<i64>,
     desired: Option<&Desired>,
-    result: Result<(), &ReconcileError>,
+    result: Result<(), &Failure>,
     now: &Time,
 ) -> TenantDatabaseStatus {
     let mut status = previous.cloned().unwrap_or_default();
+    let was_ready = matches!(status.phase, Some(TenantPhase::Ready | TenantPhase::Degraded));
     status.observed_generation = generation;
     if let Some(desired) = desired {
         status.server = Some(desired.server.clone());
@@ -56,22 +85,16 @@ pub fn provisioned(
         status.role_name = Some(desired.role.as_str().to_owned());
         status.secret_name = Some(desired.secret_name.clone());
     }
-    let conditions = &mut status.conditions;
     match result {
         Ok(()) => {
-            let desired_pool = desired.map(|d| &d.pool);
-            if let Some(pool) = desired_pool {
+            if let Some(pool) = desired.map(|d| &d.pool) {
                 let live = status.pool.take().unwrap_or_default();
+                status.connections = Some(format!("{}/{}", live.active_connections, pool.connection_limit));
                 status.pool = Some(PoolStatus {
                     max_connections: pool.max_connections,
                     connection_limit: pool.connection_limit,
                     ..live
                 });
-                status.connections = Some(format!(
-                    "{}/{}",
-                    status.pool.as_ref().map_or(0, |p| p.active_connections),
-                    pool.connection_limit
-                ));
             }
             let conditions = &mut status.conditions;
             set_condition(
@@ -105,21 +128,19 @@ pub fn provisioned(
             );
             status.phase = Some(TenantPhase::Ready);
         }
-        Err(error) => {
-            let message = error.to_string();
-            let permanent = error.category().is_permanent();
-            let reason = match error {
-                ReconcileError::InvalidSpec(_) => "InvalidSpec",
-                ReconcileError::Conflict(_) => "Conflict",
-                ReconcileError::Database(_) if permanent => "PermissionDenied",
-                ReconcileError::Database(_) => "ServerError",
-            };
+        Err(failure) => {
+            let Failure {
+                reason,
+                message,
+                permanent,
+            } = failure;
+            let conditions = &mut status.conditions;
             set_condition(
                 conditions,
                 "DatabaseReady",
                 false,
                 reason,
-                &message,
+                message,
                 generation,
                 now,
             );
@@ -128,27 +149,53 @@ pub fn provisioned(
                 "Reconciling",
                 !permanent,
                 reason,
-                if permanent { "" } else { &message },
+                if *permanent { "" } else { message },
                 generation,
                 now,
             );
             set_condition(
                 conditions,
                 "Stalled",
-                permanent,
+                *permanent,
                 reason,
-                if permanent { &message } else { "" },
+                if *permanent { message } else { "" },
                 generation,
                 now,
             );
-            set_condition(conditions, "Ready", false, reason, &message, generation, now);
-            status.phase = Some(if permanent {
+            set_condition(conditions, "Ready", false, reason, message, generation, now);
+            status.phase = Some(if *permanent {
                 TenantPhase::Failed
+            } else if was_ready {
+                TenantPhase::Degraded
             } else {
                 TenantPhase::Provisioning
             });
         }
     }
+    status
+}
+
+/// Status while a deletion is waiting on something (`message` says what).
+pub fn deleting(
+    previous: Option<&TenantDatabaseStatus>,
+    generation: Option<i64>,
+    message: &str,
+    now: &Time,
+) -> TenantDatabaseStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    let conditions = &mut status.conditions;
+    set_condition(conditions, "Ready", false, "Deleting", message, generation, now);
+    set_condition(
+        conditions,
+        "Reconciling",
+        true,
+        "Deleting",
+        message,
+        generation,
+        now,
+    );
+    status.phase = Some(TenantPhase::Deleting);
     status
 }
 

@@ -116,6 +116,30 @@ impl ThrowawayPostgres {
         self.root.join("postgres.log")
     }
 
+    /// Stops the server but keeps its data, as an outage would.
+    pub fn pause(&mut self) -> Result<(), ThrowawayError> {
+        if self.running {
+            let data = self.data_dir();
+            self.run(
+                "pg_ctl stop",
+                Command::new(self.bin_dir.join("pg_ctl"))
+                    .args(["-D".as_ref(), data.as_os_str()])
+                    .args(["-m", "fast", "-w", "-t", "60", "-s", "stop"]),
+            )?;
+            self.running = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a paused server again, on the same port.
+    pub fn resume(&mut self) -> Result<(), ThrowawayError> {
+        if !self.running {
+            self.start_on_port(self.port).map_err(|(error, _)| error)?;
+            self.running = true;
+        }
+        Ok(())
+    }
+
     /// Stops the server and removes its directory. Idempotent.
     pub fn stop(&mut self) -> Result<(), ThrowawayError> {
         let mut result = Ok(());
@@ -176,39 +200,44 @@ impl ThrowawayPostgres {
         let mut last_error = None;
         for _ in 0..5 {
             self.port = free_port()?;
-            let options = [
-                "-c listen_addresses=127.0.0.1".to_owned(),
-                format!("-p {}", self.port),
-                format!("-c unix_socket_directories={}", self.root.display()),
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_owned(),
-                "-c max_connections=300".to_owned(),
-            ]
-            .join(" ");
-            let data = self.data_dir();
-            let log = self.log_file();
-            match self.run(
-                "pg_ctl start",
-                Command::new(self.bin_dir.join("pg_ctl"))
-                    .args(["-D".as_ref(), data.as_os_str(), "-l".as_ref(), log.as_os_str()])
-                    .args(["-w", "-t", "60", "-s", "-o", &options, "start"]),
-            ) {
-                Ok(_) => {
+            match self.start_on_port(self.port) {
+                Ok(()) => {
                     self.running = true;
                     return Ok(());
                 }
-                Err(error) => {
-                    let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-                    if !log.contains("could not bind") {
-                        return Err(with_log(error, &log));
-                    }
-                    last_error = Some(with_log(error, &log));
-                }
+                Err((error, log)) if log.contains("could not bind") => last_error = Some(error),
+                Err((error, _)) => return Err(error),
             }
         }
         Err(last_error.unwrap_or(ThrowawayError::Command {
             step: "pg_ctl start",
             detail: "no free port".into(),
         }))
+    }
+
+    /// Starts the server on `port`; on failure returns the error and the server log.
+    fn start_on_port(&self, port: u16) -> Result<(), (ThrowawayError, String)> {
+        let options = [
+            "-c listen_addresses=127.0.0.1".to_owned(),
+            format!("-p {port}"),
+            format!("-c unix_socket_directories={}", self.root.display()),
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_owned(),
+            "-c max_connections=300".to_owned(),
+        ]
+        .join(" ");
+        let data = self.data_dir();
+        let log = self.log_file();
+        self.run(
+            "pg_ctl start",
+            Command::new(self.bin_dir.join("pg_ctl"))
+                .args(["-D".as_ref(), data.as_os_str(), "-l".as_ref(), log.as_os_str()])
+                .args(["-w", "-t", "60", "-s", "-o", &options, "start"]),
+        )
+        .map(drop)
+        .map_err(|error| {
+            let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+            (with_log(error, &log), log)
+        })
     }
 
     /// A detached shell that waits for this process to exit, then stops the

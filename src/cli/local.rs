@@ -15,6 +15,7 @@ use tenantdb::api::tenant_database::DeletionPolicy;
 use tenantdb::local::{self, TenantJob, Workspace};
 use tenantdb::manifest::{ManifestError, ManifestSet, SchemaValidator};
 use tenantdb::reconcile::{Mode, Outcome, ReconcileError, Step, StoredPassword};
+use tenantdb::status::Failure;
 
 #[derive(clap::Args)]
 pub struct Common {
@@ -183,9 +184,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         if result.is_err() {
             failed += 1;
         }
-        let outcome = match (result, error) {
-            (Ok(_), _) => Ok(()),
-            (Err(_), Some(error)) => Err(error),
+        let failure = match (result, error) {
+            (Ok(_), _) => None,
+            (Err(_), Some(error)) => Some(Failure::from(error)),
             (Err(other), None) => {
                 eprintln!("{}: {other:#}", job.key());
                 continue;
@@ -196,7 +197,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             None,
             object.metadata.generation,
             Some(&job.desired),
-            outcome,
+            failure.as_ref().map_or(Ok(()), Err),
             &now,
         ));
         objects.push(object);

@@ -4,6 +4,7 @@
 mod check;
 mod crd;
 mod local;
+mod run;
 mod sandbox;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: reconcile TenantDatabases and DatabaseServers in a cluster.
+    Run(Box<run::Args>),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
     Crd {
         /// Write `<crd-name>.yaml` files into this directory instead of printing.
@@ -63,6 +66,7 @@ pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Run(args) => run::run(*args).await,
         Command::Crd { output_dir } => crd::run(output_dir.as_deref()),
         Command::Check(args) => check::run(args).await,
         Command::Plan(args) => local::plan(args).await,

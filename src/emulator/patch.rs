@@ -28,9 +28,23 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// RFC 6902.
+/// RFC 6902, as Kubernetes applies it: a `test` for `null` passes on a
+/// field that is absent (clients rely on it, e.g. to add the first finalizer).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
+    let operations: Vec<Value> = patch
+        .as_array()
+        .ok_or("a JSON patch is a list of operations")?
+        .iter()
+        .filter(|op| {
+            let absent_null_test = op["op"] == "test"
+                && op["value"].is_null()
+                && op["path"].as_str().is_some_and(|p| target.pointer(p).is_none());
+            !absent_null_test
+        })
+        .cloned()
+        .collect();
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(operations)).map_err(|e| e.to_string())?;
     json_patch::patch(target, &patch).map_err(|e| e.to_string())
 }
 

@@ -222,10 +222,12 @@ async fn resource(
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
-    let wants_table = headers
+    let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"));
+        .unwrap_or_default();
+    let wants_table = accept.contains("as=Table");
+    let metadata_only = accept.contains("as=PartialObjectMetadata");
 
     match (method.clone(), name) {
         (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -248,7 +250,7 @@ async fn resource(
                 bookmarks,
                 initial_events_end: initial_events && bookmarks,
             };
-            Ok(watch(app, rt, namespace, labels, fields, options))
+            Ok(watch(app, rt, namespace, labels, fields, options, metadata_only))
         }
         (Method::GET, None) => {
             app.count("list", &resource_label);
@@ -258,6 +260,14 @@ async fn resource(
             drop(store);
             if wants_table {
                 return Ok(json_response(table(&rt, &items, &resource_version)));
+            }
+            if metadata_only {
+                return Ok(json_response(json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": {"resourceVersion": resource_version},
+                    "items": items.into_iter().map(partial_metadata).collect::<Vec<_>>(),
+                })));
             }
             Ok(json_response(json!({
                 "kind": format!("{}List", rt.kind),
@@ -361,6 +371,11 @@ async fn resource(
     }
 }
 
+/// An object as `PartialObjectMetadata`, for metadata-only requests.
+fn partial_metadata(object: Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"].clone()})
+}
+
 fn parse_body(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -399,6 +414,7 @@ fn watch(
     labels: LabelSelector,
     fields: FieldSelector,
     options: WatchOptions,
+    metadata_only: bool,
 ) -> Response {
     let WatchOptions {
         since,
@@ -417,8 +433,14 @@ fn watch(
                 && fields.matches(&event.object)
         }
     };
-    let line =
-        |type_: &str, object: Value| Bytes::from(format!("{}\n", json!({"type": type_, "object": object})));
+    let line = move |type_: &str, object: Value| {
+        let object = if metadata_only && type_ != "BOOKMARK" && type_ != "ERROR" {
+            partial_metadata(object)
+        } else {
+            object
+        };
+        Bytes::from(format!("{}\n", json!({"type": type_, "object": object})))
+    };
     let (backlog, mut receiver, mut seen) = {
         let store = app.store();
         let receiver = store.subscribe();

@@ -54,6 +54,7 @@ pub fn server_options() -> PgConnectOptions {
 }
 
 /// The administrative role tenantdb uses in tests.
+#[derive(Clone, Debug)]
 pub struct AdminLogin {
     pub user: String,
     pub password: String,

@@ -1,0 +1,95 @@
+//! What every reconcile shares: the client, admin pools, event recorder,
+//! metrics, settings, and per-object failure counts for backoff.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use rand::RngExt;
+
+use super::metrics::Metrics;
+use super::pools::AdminPools;
+
+/// The one field manager every tenantdb write uses.
+pub const FIELD_MANAGER: &str = "tenantdb";
+
+/// The finalizer on every TenantDatabase.
+pub const FINALIZER: &str = "tenantdb.io/cleanup";
+
+pub struct Context {
+    pub client: kube::Client,
+    pub pools: AdminPools,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// How often a converged object is looked at again.
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, recorder: Recorder, metrics: Metrics, resync: Duration) -> Self {
+        Self {
+            client,
+            pools: AdminPools::default(),
+            recorder,
+            metrics,
+            resync,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The resync interval with ±10% jitter, so a fleet of tenants does not
+    /// come due at the same instant.
+    pub fn resync_jittered(&self) -> Duration {
+        jitter(self.resync)
+    }
+
+    /// Exponential backoff for the next retry of `key`: 1s, 2s, 4s … capped
+    /// at 5 minutes, with jitter.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = (*count + 1).min(16);
+        let seconds = 2u64.saturating_pow(*count - 1).min(300);
+        jitter(Duration::from_secs(seconds))
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Publishes an Event about `object`; a failure to publish is logged,
+    /// never allowed to fail the reconcile.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(object = %object.name_any(), reason, %error, "could not publish an Event");
+        }
+    }
+}
+
+fn jitter(base: Duration) -> Duration {
+    let factor: f64 = rand::rng().random_range(0.9..1.1);
+    base.mul_f64(factor)
+}

@@ -1,0 +1,292 @@
+//! `tenantdb run`: the operator. Two kube-runtime controllers — one for
+//! `TenantDatabase` (driving the shared reconcile core, the connection
+//! Secret and status), one for `DatabaseServer` status — run only while
+//! this replica holds the leader Lease. `/healthz`, `/readyz` and
+//! `/metrics` are served throughout.
+
+mod context;
+mod http;
+mod metrics;
+mod pools;
+mod server;
+mod tenant;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, controller, watcher};
+use kube::{Client, ResourceExt};
+
+pub use context::{FIELD_MANAGER, FINALIZER};
+
+use crate::api::{DatabaseServer, TenantDatabase};
+use crate::reconcile::ErrorCategory;
+
+/// A reconcile failure, as the controllers see it.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// Worth retrying with backoff: the server is down, a lock was held…
+    #[error("{0}")]
+    Transient(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(String),
+}
+
+impl From<kube::Error> for OperatorError {
+    fn from(error: kube::Error) -> Self {
+        OperatorError::Kube(error.to_string())
+    }
+}
+
+impl OperatorError {
+    pub fn category(&self) -> ErrorCategory {
+        ErrorCategory::Transient
+    }
+}
+
+/// The caches the controllers share.
+#[derive(Clone)]
+pub struct Stores {
+    pub servers: Store<DatabaseServer>,
+    pub tenants: Store<TenantDatabase>,
+}
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    /// How long a lease is valid without renewal; a new leader takes over
+    /// within about this long after the old one dies.
+    pub lease_duration: Duration,
+}
+
+/// How `tenantdb run` runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch `TenantDatabase`s in this namespace only (default: all).
+    pub namespace: Option<String>,
+    /// Tenants reconciled at once.
+    pub concurrency: u16,
+    /// How often a converged object is looked at again.
+    pub resync: Duration,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub http_addr: SocketAddr,
+    /// `None` runs the controllers unconditionally (a single replica).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Runs the operator until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let identity = config
+        .leader_election
+        .as_ref()
+        .map_or_else(|| "tenantdb".to_owned(), |l| l.identity.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "tenantdb".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(context::Context::new(
+        client.clone(),
+        recorder,
+        metrics::Metrics::default(),
+        config.resync,
+    ));
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = http::serve(config.http_addr, ctx.clone(), ready.clone()).await?;
+    let mut shutdown = Box::pin(shutdown);
+
+    match &config.leader_election {
+        None => {
+            ready.store(true, Ordering::Relaxed);
+            ctx.metrics.leader.set(1);
+            controllers(ctx.clone(), &config, shutdown).await;
+        }
+        Some(election) => {
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+                .with_namespace(&election.namespace)
+                .with_identity(&election.identity)
+                .with_duration(election.lease_duration.as_secs().max(2))
+                .with_grace((election.lease_duration.as_secs() / 3).max(1))
+                .with_field_manager(format!("{FIELD_MANAGER}-lease"))
+                .build()
+                .await
+                .map_err(|e| format!("leader election: {e}"))?;
+            let (mut leading, lease_task) = manager.watch().await;
+            ready.store(true, Ordering::Relaxed);
+            'outer: loop {
+                while !*leading.borrow_and_update() {
+                    tokio::select! {
+                        changed = leading.changed() => if changed.is_err() { break 'outer },
+                        _ = &mut shutdown => break 'outer,
+                    }
+                }
+                tracing::info!(identity = %election.identity, "became the leader");
+                ctx.metrics.leader.set(1);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let lost = async {
+                    while *leading.borrow() {
+                        if leading.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let running = controllers(ctx.clone(), &config, async {
+                    let _ = stopped.await;
+                });
+                tokio::pin!(running);
+                let shutting_down = tokio::select! {
+                    _ = &mut running => false,
+                    _ = lost => { let _ = stop.send(()); running.await; false }
+                    _ = &mut shutdown => { let _ = stop.send(()); running.await; true }
+                };
+                ctx.metrics.leader.set(0);
+                if shutting_down {
+                    break;
+                }
+                tracing::warn!(identity = %election.identity, "lost the leader lease; stopped reconciling");
+            }
+            drop(leading);
+            if let Ok(Ok(manager)) = lease_task.await {
+                let _ = manager.release().await;
+            }
+        }
+    }
+    ctx.pools.close_all().await;
+    http.abort();
+    Ok(())
+}
+
+/// Both controllers, until `stop` completes.
+async fn controllers(
+    ctx: Arc<context::Context>,
+    config: &Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let client = ctx.client.clone();
+    let servers_api: Api<DatabaseServer> = Api::all(client.clone());
+    let tenants_api: Api<TenantDatabase> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let secrets_api: Api<Secret> = match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+
+    let server_controller = Controller::new(servers_api.clone(), watcher::Config::default())
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
+    let tenant_controller = Controller::new(tenants_api.clone(), watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(config.concurrency));
+    let stores = Stores {
+        servers: server_controller.store(),
+        tenants: tenant_controller.store(),
+    };
+
+    // A server's spec or its admin Secret changing re-queues its tenants.
+    let tenants_of_server = {
+        let tenants = stores.tenants.clone();
+        move |server: &str| -> Vec<ObjectRef<TenantDatabase>> {
+            tenants
+                .state()
+                .iter()
+                .filter(|t| {
+                    t.status
+                        .as_ref()
+                        .and_then(|s| s.server.as_deref())
+                        .or(t.spec.server.as_deref())
+                        == Some(server)
+                })
+                .map(|t| ObjectRef::from_obj(t.as_ref()))
+                .collect()
+        }
+    };
+    let by_server = tenants_of_server.clone();
+    let by_secret = {
+        let servers = stores.servers.clone();
+        move |secret: PartialObjectMeta<Secret>| -> Vec<ObjectRef<TenantDatabase>> {
+            let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            servers
+                .state()
+                .iter()
+                .filter(|s| s.spec.admin_secret_ref.namespace == ns && s.spec.admin_secret_ref.name == name)
+                .flat_map(|s| tenants_of_server(&s.name_any()))
+                .collect()
+        }
+    };
+    // Admin Secrets are watched by metadata only: their contents are read
+    // when needed, and the operator keeps no copy of every Secret.
+    let admin_secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let (stop_tenants, tenants_stopped) = tokio::sync::watch::channel(false);
+    let tenant_run = tenant_controller
+        .owns(
+            secrets_api,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
+        )
+        .watches(servers_api, watcher::Config::default(), move |server| {
+            by_server(&server.name_any())
+        })
+        .watches(admin_secrets, watcher::Config::default(), by_secret)
+        .graceful_shutdown_on(wait_for(tenants_stopped.clone()))
+        .run(
+            tenant::reconcile,
+            tenant::error_policy,
+            Arc::new((ctx.clone(), stores.clone())),
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "tenant controller");
+            }
+        });
+
+    let server_run = server_controller
+        .watches(tenants_api, watcher::Config::default(), |tenant| {
+            tenant
+                .status
+                .and_then(|s| s.server)
+                .map(|server| ObjectRef::<DatabaseServer>::new(&server))
+        })
+        .graceful_shutdown_on(wait_for(tenants_stopped))
+        .run(
+            server::reconcile,
+            server::error_policy,
+            Arc::new((ctx.clone(), stores, Arc::new(server::LastWrites::default()))),
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "server controller");
+            }
+        });
+
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tenants.send(true);
+    });
+    futures::join!(tenant_run, server_run);
+}
+
+/// Completes once `flag` turns true (or its sender is gone).
+async fn wait_for(mut flag: tokio::sync::watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            return;
+        }
+    }
+}

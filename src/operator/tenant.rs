@@ -1,0 +1,455 @@
+//! The `TenantDatabase` controller: locate the server, run the shared
+//! reconcile core, keep the connection Secret, and write status only when it
+//! changed. Cleanup (the `tenantdb.io/cleanup` finalizer) honours
+//! `deletionPolicy`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as Finalize, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::{Context, FIELD_MANAGER, FINALIZER};
+use super::metrics::{ControllerLabel, ReconcileLabels};
+use super::{OperatorError, Stores};
+use crate::admin_access::AdminCredentials;
+use crate::api::tenant_database::{DeletionPolicy, TenantDatabaseStatus};
+use crate::api::{DatabaseServer, TenantDatabase};
+use crate::connection_secret::{self, Endpoint};
+use crate::reconcile::{self, Desired, Mode, StoredPassword};
+use crate::status::{self, Failure};
+
+/// Everything a tenant's reconcile needs to reach its server.
+struct Located {
+    server: Arc<DatabaseServer>,
+    credentials: AdminCredentials,
+    desired: Desired,
+}
+
+pub async fn reconcile(
+    tenant: Arc<TenantDatabase>,
+    ctx: Arc<(Arc<Context>, Stores)>,
+) -> Result<Action, OperatorError> {
+    let (ctx, stores) = (&ctx.0, &ctx.1);
+    let started = Instant::now();
+    let api: Api<TenantDatabase> =
+        Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, tenant, |event| async {
+        match event {
+            Finalize::Apply(tenant) => apply(tenant, ctx, stores).await,
+            Finalize::Cleanup(tenant) => cleanup(tenant, ctx, stores).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => OperatorError::Kube(other.to_string()),
+    });
+    let label = ControllerLabel {
+        controller: "tenantdatabase",
+    };
+    ctx.metrics
+        .duration
+        .get_or_create(&label)
+        .observe(started.elapsed().as_secs_f64());
+    let result_label = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.category().as_str(),
+    };
+    ctx.metrics
+        .reconciliations
+        .get_or_create(&ReconcileLabels {
+            controller: "tenantdatabase",
+            result: result_label,
+        })
+        .inc();
+    result
+}
+
+pub fn error_policy(
+    tenant: Arc<TenantDatabase>,
+    error: &OperatorError,
+    ctx: Arc<(Arc<Context>, Stores)>,
+) -> Action {
+    let key = key(&tenant);
+    tracing::warn!(tenant = %key, %error, "reconcile failed; retrying");
+    Action::requeue(ctx.0.backoff(&key))
+}
+
+fn key(tenant: &TenantDatabase) -> String {
+    format!("{}/{}", tenant.namespace().unwrap_or_default(), tenant.name_any())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> Result<Action, OperatorError> {
+    let located = match locate(&tenant, ctx, stores, false).await? {
+        Ok(located) => located,
+        Err(failure) => return report(&tenant, ctx, None, failure).await,
+    };
+    let namespace = tenant.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets.get_opt(&located.desired.secret_name).await?;
+    if let Some(secret) = &existing
+        && !owned_by(secret, &tenant)
+    {
+        let failure = Failure {
+            reason: "SecretConflict",
+            message: format!(
+                "Secret {namespace}/{} exists and is not owned by this TenantDatabase; set spec.secretName to another name",
+                located.desired.secret_name
+            ),
+            permanent: true,
+        };
+        return report(&tenant, ctx, Some(&located.desired), failure).await;
+    }
+    let password = existing.as_ref().and_then(connection_secret::password_of);
+    let stored = password
+        .as_ref()
+        .map_or(StoredPassword::Missing, StoredPassword::Found);
+    let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
+    let outcome = match reconcile::provision(&pool, &admin, &located.desired, stored, Mode::Apply).await {
+        Ok(outcome) => outcome,
+        Err(error) => return report(&tenant, ctx, Some(&located.desired), Failure::from(&error)).await,
+    };
+    if let Some(password) = &outcome.plan.password {
+        let endpoint = Endpoint {
+            host: located.server.spec.host.clone(),
+            port: u16::try_from(located.server.spec.port).unwrap_or(5432),
+            ssl_mode: located.server.spec.ssl_mode,
+        };
+        let wanted = owned_secret(
+            &tenant,
+            connection_secret::secret(&namespace, &located.desired, &endpoint, password),
+        );
+        if existing
+            .as_ref()
+            .is_none_or(|s| s.data != wanted.data || !owned_by(s, &tenant))
+        {
+            secrets
+                .patch(
+                    &located.desired.secret_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&wanted),
+                )
+                .await?;
+        }
+    }
+    if outcome.executed > 0 {
+        tracing::info!(tenant = %key(&tenant), steps = outcome.executed, "applied changes");
+    }
+    let new = status::provisioned(
+        tenant.status.as_ref(),
+        tenant.metadata.generation,
+        Some(&located.desired),
+        Ok(()),
+        &now(),
+    );
+    write_status(&tenant, ctx, new).await?;
+    ctx.succeeded(&key(&tenant));
+    Ok(Action::requeue(ctx.resync_jittered()))
+}
+
+/// Writes the failure to status and Events, then: a permanent failure waits
+/// for a change (with a slow resync as a safety net); a transient one is
+/// returned as an error, for the controller's backoff.
+async fn report(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    desired: Option<&Desired>,
+    failure: Failure,
+) -> Result<Action, OperatorError> {
+    let new = status::provisioned(
+        tenant.status.as_ref(),
+        tenant.metadata.generation,
+        desired,
+        Err(&failure),
+        &now(),
+    );
+    write_status(tenant, ctx, new).await?;
+    if failure.permanent {
+        ctx.succeeded(&key(tenant));
+        Ok(Action::requeue(ctx.resync_jittered()))
+    } else {
+        Err(OperatorError::Transient(failure.message))
+    }
+}
+
+/// Writes `new` with server-side apply under the one field manager — only
+/// when it differs from what the object already says — and publishes an
+/// Event when readiness changes.
+async fn write_status(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    new: TenantDatabaseStatus,
+) -> Result<(), OperatorError> {
+    if tenant.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let api: Api<TenantDatabase> =
+        Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase", "status": new});
+    api.patch_status(
+        &tenant.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    ctx.metrics
+        .status_writes
+        .get_or_create(&ControllerLabel {
+            controller: "tenantdatabase",
+        })
+        .inc();
+
+    let ready = |s: Option<&TenantDatabaseStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (before, after) = (ready(tenant.status.as_ref()), ready(Some(&new)));
+    if before.as_ref().map(|b| (&b.0, &b.1)) != after.as_ref().map(|a| (&a.0, &a.1))
+        && let Some((status, reason, message)) = after
+    {
+        let event_reason = match (status.as_str(), reason.as_str(), new.phase) {
+            ("True", _, _) => "Provisioned",
+            (_, "Conflict" | "SecretConflict", _) => "Conflict",
+            (_, _, Some(crate::api::tenant_database::TenantPhase::Degraded)) => "Degraded",
+            (_, "Deleting", _) => "DeletionBlocked",
+            (_, reason, _) => reason,
+        };
+        ctx.event(tenant, status != "True", event_reason, message).await;
+    }
+    Ok(())
+}
+
+async fn cleanup(
+    tenant: Arc<TenantDatabase>,
+    ctx: &Context,
+    stores: &Stores,
+) -> Result<Action, OperatorError> {
+    if tenant.spec.deletion_policy == DeletionPolicy::Retain {
+        let names = tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.database_name.clone())
+            .unwrap_or_default();
+        ctx.event(
+            tenant.as_ref(),
+            false,
+            "Retained",
+            format!("deletionPolicy Retain: database {names} and its role were kept"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let located = match locate(&tenant, ctx, stores, true).await? {
+        Ok(located) => located,
+        Err(failure)
+            if matches!(
+                failure.reason,
+                "ServerNotFound" | "AdminSecretMissing" | "AdminSecretInvalid"
+            ) =>
+        {
+            // The data may still exist; say why it cannot be dropped and retry.
+            let message = format!("cannot drop the database yet: {}", failure.message);
+            let new = status::deleting(
+                tenant.status.as_ref(),
+                tenant.metadata.generation,
+                &message,
+                &now(),
+            );
+            write_status(&tenant, ctx, new).await?;
+            return Err(OperatorError::Transient(message));
+        }
+        // Nothing was ever provisioned for a spec that cannot be resolved.
+        Err(_) => return Ok(Action::await_change()),
+    };
+    let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
+    match reconcile::delete(&pool, &admin, &located.desired, Mode::Apply).await {
+        Ok(steps) => {
+            if !steps.is_empty() {
+                let note = format!(
+                    "dropped database {} and role {} on {}",
+                    located.desired.database.as_str(),
+                    located.desired.role.as_str(),
+                    located.desired.server
+                );
+                ctx.event(tenant.as_ref(), false, "Deleted", note).await;
+            }
+            ctx.succeeded(&key(&tenant));
+            Ok(Action::await_change())
+        }
+        Err(error) if error.category() == reconcile::ErrorCategory::Conflict => {
+            // Not ours: nothing to drop, and nothing that should hold the deletion.
+            ctx.event(
+                tenant.as_ref(),
+                true,
+                "Conflict",
+                format!("nothing dropped: {error}"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            let message = format!("cannot drop the database yet: {error}");
+            let new = status::deleting(
+                tenant.status.as_ref(),
+                tenant.metadata.generation,
+                &message,
+                &now(),
+            );
+            write_status(&tenant, ctx, new).await?;
+            Err(OperatorError::Transient(message))
+        }
+    }
+}
+
+/// Finds the tenant's server (the one in status, else spec.server, else by
+/// placement), checks the server admits the namespace, reads the admin
+/// credentials and resolves the spec. The inner error is a failure to report.
+async fn locate(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    stores: &Stores,
+    deleting: bool,
+) -> Result<Result<Located, Failure>, OperatorError> {
+    let permanent = |reason: &'static str, message: String| {
+        Ok(Err(Failure {
+            reason,
+            message,
+            permanent: true,
+        }))
+    };
+    let placed = tenant.status.as_ref().and_then(|s| s.server.clone());
+    if let (Some(placed), Some(wanted)) = (&placed, &tenant.spec.server)
+        && placed != wanted
+    {
+        return permanent(
+            "ServerChanged",
+            format!("the tenant is on DatabaseServer {placed}; moving it to {wanted} is not supported"),
+        );
+    }
+    let server = match placed.or_else(|| tenant.spec.server.clone()) {
+        Some(name) => match stores
+            .servers
+            .get(&kube::runtime::reflector::ObjectRef::new(&name))
+        {
+            Some(server) => server,
+            None => return permanent("ServerNotFound", format!("DatabaseServer {name} not found")),
+        },
+        None if deleting => return permanent("NotPlaced", "the tenant was never placed on a server".into()),
+        None => match place(tenant, stores) {
+            Some(server) => server,
+            None => {
+                return permanent(
+                    "NoServerAvailable",
+                    "no DatabaseServer matches spec.serverSelector with room for another database".into(),
+                );
+            }
+        },
+    };
+    let namespace = tenant.namespace().unwrap_or_default();
+    if let Some(selector) = &server.spec.allowed_namespaces {
+        let labels = Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&namespace)
+            .await?
+            .map(|ns| ns.labels().clone())
+            .unwrap_or_default();
+        let allowed = Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(&labels));
+        if !allowed {
+            return permanent(
+                "NamespaceNotAllowed",
+                format!(
+                    "DatabaseServer {} does not admit tenants from namespace {namespace} (spec.allowedNamespaces)",
+                    server.name_any()
+                ),
+            );
+        }
+    }
+    let reference = &server.spec.admin_secret_ref;
+    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &reference.namespace)
+        .get_opt(&reference.name)
+        .await?
+    else {
+        return permanent(
+            "AdminSecretMissing",
+            format!(
+                "admin Secret {}/{} of DatabaseServer {} not found",
+                reference.namespace,
+                reference.name,
+                server.name_any()
+            ),
+        );
+    };
+    let credentials = match AdminCredentials::from_secret(&secret) {
+        Ok(credentials) => credentials,
+        Err(error) => return permanent("AdminSecretInvalid", error.to_string()),
+    };
+    match reconcile::resolve(tenant, &server) {
+        Ok(desired) => Ok(Ok(Located {
+            server,
+            credentials,
+            desired,
+        })),
+        Err(error) => permanent("InvalidSpec", error.to_string()),
+    }
+}
+
+/// Placement for a tenant without a server: among the servers its selector
+/// matches, the one with the most room for databases (then by name).
+fn place(tenant: &TenantDatabase, stores: &Stores) -> Option<Arc<DatabaseServer>> {
+    let selector = tenant.spec.server_selector.clone().map(Selector::try_from);
+    let selector = match selector {
+        Some(Ok(selector)) => Some(selector),
+        Some(Err(_)) => return None,
+        None => None,
+    };
+    let mut candidates: Vec<(i64, String, Arc<DatabaseServer>)> = stores
+        .servers
+        .state()
+        .into_iter()
+        .filter(|s| selector.as_ref().is_none_or(|sel| sel.matches(s.labels())))
+        .filter_map(|s| {
+            let used = i64::from(s.status.as_ref().and_then(|st| st.databases).unwrap_or(0));
+            let room = s
+                .spec
+                .capacity
+                .as_ref()
+                .and_then(|c| c.max_databases)
+                .map_or(i64::MAX, |max| i64::from(max) - used);
+            (room > 0).then(|| (room, s.name_any(), s))
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    candidates.into_iter().next().map(|(_, _, s)| s)
+}
+
+fn owned_by(secret: &Secret, tenant: &TenantDatabase) -> bool {
+    let uid = tenant.metadata.uid.as_deref();
+    secret
+        .owner_references()
+        .iter()
+        .any(|r| Some(r.uid.as_str()) == uid && r.controller == Some(true))
+}
+
+/// The connection Secret as the operator writes it: `data` (what the API
+/// server stores), owned by the tenant so it is garbage-collected with it.
+fn owned_secret(tenant: &TenantDatabase, mut secret: Secret) -> Secret {
+    let data = secret.string_data.take().unwrap_or_default();
+    secret.data = Some(
+        data.into_iter()
+            .map(|(k, v)| (k, ByteString(v.into_bytes())))
+            .collect(),
+    );
+    secret.metadata.owner_references = tenant.controller_owner_ref(&()).map(|r| vec![r]);
+    secret
+}

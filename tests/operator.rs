@@ -1,0 +1,705 @@
+//! `tenantdb run` end to end: the operator's real code path against the
+//! Kubernetes API emulator (or the cluster of `TENANTDB_E2E_KUBECONFIG`) and
+//! a real PostgreSQL.
+#![cfg(feature = "emulator")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use support::cluster::{TempDir, TestCluster};
+use support::{AdminLogin, text};
+use tenantdb::api::TenantDatabase;
+use tenantdb::operator;
+use tenantdb::throwaway::ThrowawayPostgres;
+
+/// An operator running in this process, as `tenantdb run` runs it.
+struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Operator {
+    fn start(cluster: &TestCluster, resync: Duration) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = operator::Config {
+            namespace: None,
+            concurrency: 8,
+            resync,
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            leader_election: None,
+        };
+        let task = tokio::spawn(operator::run(cluster.client.clone(), config, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("the operator stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A DatabaseServer (named `name`) with its admin Secret, for `admin`'s server.
+async fn add_server(cluster: &TestCluster, name: &str, admin: &AdminLogin) {
+    let ops = cluster.namespace("ops").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-admin"},
+        "stringData": {"username": admin.user, "password": admin.password}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(cluster.client.clone(), &ops)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let server = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
+        "metadata": {"name": name},
+        "spec": {"host": admin.host, "port": admin.port, "sslMode": "disable",
+                 "adminSecretRef": {"namespace": ops, "name": "pg-admin"}}
+    }))
+    .unwrap();
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .create(&PostParams::default(), &server)
+        .await
+        .unwrap();
+}
+
+fn server_name(label: &str) -> String {
+    format!(
+        "pg-{label}-{}",
+        &tenantdb::password::generate()[..5].to_lowercase()
+    )
+}
+
+async fn add_tenant(cluster: &TestCluster, namespace: &str, name: &str, spec: serde_json::Value) {
+    let tenant: TenantDatabase = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap();
+    Api::<TenantDatabase>::namespaced(cluster.client.clone(), namespace)
+        .create(&PostParams::default(), &tenant)
+        .await
+        .unwrap();
+}
+
+fn condition<'a>(
+    tenant: &'a TenantDatabase,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    tenant
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// Waits until `check` holds for the tenant, returning it.
+async fn wait_for(
+    cluster: &TestCluster,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&TenantDatabase) -> bool,
+) -> TenantDatabase {
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tenant = api.get(name).await.unwrap();
+        if check(&tenant) {
+            return tenant;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{namespace}/{name} never got {what}: {:#?}",
+            tenant.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ready, for the current generation.
+async fn wait_ready(cluster: &TestCluster, namespace: &str, name: &str) -> TenantDatabase {
+    wait_for(cluster, namespace, name, "Ready", |t| {
+        condition(t, "Ready").is_some_and(|c| c.status == "True")
+            && t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
+    })
+    .await
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.get_opt(name).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "{name} was never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn secret_data(cluster: &TestCluster, namespace: &str, name: &str) -> BTreeMap<String, String> {
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap();
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+async fn role_connection_limit(role: &str) -> Option<i32> {
+    let mut conn = support::connect().await;
+    sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn database_exists(name: &str) -> bool {
+    let mut conn = support::connect().await;
+    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+const WRITES: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+fn writes(counts: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .filter(|(k, _)| WRITES.iter().any(|w| k.starts_with(&format!("{w} "))))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tenant_becomes_ready_with_a_working_secret_and_follows_spec_changes() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("ready");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("ready").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(
+        &cluster,
+        &ns,
+        "acme",
+        json!({"server": server, "pool": {"maxConnections": 5, "replicas": 2}}),
+    )
+    .await;
+
+    let tenant = wait_ready(&cluster, &ns, "acme").await;
+    let status = tenant.status.clone().unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    for type_ in ["Ready", "DatabaseReady", "PoolConfigured"] {
+        assert_eq!(condition(&tenant, type_).unwrap().status, "True", "{type_}");
+    }
+    for type_ in ["Reconciling", "Stalled"] {
+        assert_eq!(condition(&tenant, type_).unwrap().status, "False", "{type_}");
+    }
+    let database = status.database_name.clone().unwrap();
+    assert_eq!(status.pool.as_ref().unwrap().connection_limit, 12);
+
+    let data = secret_data(&cluster, &ns, "acme-db").await;
+    for key in [
+        "DATABASE_URL",
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGSSLMODE",
+        "DB_POOL_MAX",
+        "DB_POOL_MIN",
+        "DB_POOL_IDLE_TIMEOUT_MS",
+        "DB_POOL_CONNECTION_TIMEOUT_MS",
+    ] {
+        assert!(data.contains_key(key), "{key}");
+    }
+    let mut conn = PgConnection::connect(&data["DATABASE_URL"])
+        .await
+        .expect("login with the Secret");
+    let current: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(current, database);
+    conn.close().await.unwrap();
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), &ns)
+        .get("acme-db")
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].uid,
+        tenant.metadata.uid.unwrap()
+    );
+
+    Api::<TenantDatabase>::namespaced(cluster.client.clone(), &ns)
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pool": {"maxConnections": 9}}})),
+        )
+        .await
+        .unwrap();
+    let tenant = wait_for(&cluster, &ns, "acme", "generation 2", |t| {
+        t.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+            && condition(t, "Ready").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(tenant.status.unwrap().pool.unwrap().connection_limit, 20);
+    assert_eq!(role_connection_limit(&database).await, Some(20));
+    assert_eq!(secret_data(&cluster, &ns, "acme-db").await["DB_POOL_MAX"], "9");
+    assert_eq!(
+        secret_data(&cluster, &ns, "acme-db").await["PGPASSWORD"],
+        data["PGPASSWORD"],
+        "no rotation"
+    );
+
+    // A person deletes the Secret: a new password is set and published.
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    secrets.delete("acme-db", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fresh = loop {
+        if let Some(secret) = secrets.get_opt("acme-db").await.unwrap() {
+            break secret;
+        }
+        assert!(Instant::now() < deadline, "the Secret was never recreated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let fresh_url = String::from_utf8(fresh.data.unwrap()["DATABASE_URL"].0.clone()).unwrap();
+    assert_ne!(fresh_url, data["DATABASE_URL"], "a new password");
+    PgConnection::connect(&fresh_url)
+        .await
+        .expect("the new password works");
+    assert!(
+        PgConnection::connect(&data["DATABASE_URL"]).await.is_err(),
+        "the old one no longer does"
+    );
+    assert!(
+        event_reasons(&cluster, &ns, "acme")
+            .await
+            .contains(&"Provisioned".to_owned())
+    );
+    operator.stop().await;
+}
+
+/// The reasons of the Events about `name` in `namespace`.
+async fn event_reasons(cluster: &TestCluster, namespace: &str, name: &str) -> Vec<String> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(cluster.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
+    let cluster = TestCluster::emulated(Default::default()).await;
+    let server = server_name("quiet");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("quiet").await;
+    let resync = Duration::from_secs(1);
+    let operator = Operator::start(&cluster, resync);
+    for i in 0..20 {
+        add_tenant(&cluster, &ns, &format!("t{i:02}"), json!({"server": server})).await;
+    }
+    for i in 0..20 {
+        wait_ready(&cluster, &ns, &format!("t{i:02}")).await;
+    }
+    let mut passwords = BTreeMap::new();
+    for i in 0..20 {
+        passwords.insert(
+            i,
+            secret_data(&cluster, &ns, &format!("t{i:02}-db")).await["PGPASSWORD"].clone(),
+        );
+    }
+    // Let the server's status settle on 20 databases, then watch three resyncs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let before = writes(&emulator.request_counts());
+    let reads_before: u64 = emulator
+        .request_counts()
+        .iter()
+        .filter(|(k, _)| k.starts_with("get "))
+        .map(|(_, v)| v)
+        .sum();
+    tokio::time::sleep(resync * 3 + Duration::from_millis(500)).await;
+    let after = writes(&emulator.request_counts());
+    let reads_after: u64 = emulator
+        .request_counts()
+        .iter()
+        .filter(|(k, _)| k.starts_with("get "))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(before, after, "a quiet fleet makes no writes");
+    assert!(reads_after > reads_before, "the resyncs did run");
+    operator.stop().await;
+
+    // A new operator process finds every Secret and changes no password.
+    let operator = Operator::start(&cluster, resync);
+    tokio::time::sleep(resync * 3).await;
+    for (i, password) in &passwords {
+        let data = secret_data(&cluster, &ns, &format!("t{i:02}-db")).await;
+        assert_eq!(&data["PGPASSWORD"], password, "t{i:02}");
+        PgConnection::connect(&data["DATABASE_URL"])
+            .await
+            .expect("the old password still works");
+    }
+    assert_eq!(
+        writes(&emulator.request_counts()),
+        after,
+        "the restarted operator had nothing to write"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_ownership_conflict_stalls_the_second_tenant_and_drops_nothing() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("owner");
+    add_server(&cluster, &server, support::admin().await).await;
+    let (first_ns, second_ns) = (
+        cluster.namespace("owner-a").await,
+        cluster.namespace("owner-b").await,
+    );
+    let shared = format!("shared_{}", first_ns.replace('-', "_"));
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(
+        &cluster,
+        &first_ns,
+        "first",
+        json!({"server": server, "databaseName": shared}),
+    )
+    .await;
+    wait_ready(&cluster, &first_ns, "first").await;
+    add_tenant(
+        &cluster,
+        &second_ns,
+        "second",
+        json!({"server": server, "databaseName": shared, "roleName": "second_role", "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let stalled = wait_for(&cluster, &second_ns, "second", "Stalled", |t| {
+        condition(t, "Stalled").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let message = &condition(&stalled, "Stalled").unwrap().message;
+    assert!(
+        message.contains(&format!("belongs to {first_ns}/first")),
+        "{message}"
+    );
+    assert_eq!(condition(&stalled, "Ready").unwrap().status, "False");
+    assert!(
+        event_reasons(&cluster, &second_ns, "second")
+            .await
+            .contains(&"Conflict".to_owned())
+    );
+
+    let second_api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &second_ns);
+    second_api
+        .delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&second_api, "second").await;
+    assert!(
+        database_exists(&shared).await,
+        "the first tenant's database is untouched"
+    );
+    let first = wait_ready(&cluster, &first_ns, "first").await;
+    assert_eq!(condition(&first, "Ready").unwrap().status, "True");
+    let data = secret_data(&cluster, &first_ns, "first-db").await;
+    PgConnection::connect(&data["DATABASE_URL"])
+        .await
+        .expect("the first tenant still works");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn delete_drops_and_retain_keeps_and_a_namespace_of_tenants_goes_away() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("delete");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("delete").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(
+        &cluster,
+        &ns,
+        "gone",
+        json!({"server": server, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    add_tenant(&cluster, &ns, "kept", json!({"server": server})).await;
+    let gone = wait_ready(&cluster, &ns, "gone").await.status.unwrap();
+    let kept = wait_ready(&cluster, &ns, "kept").await.status.unwrap();
+    let (gone_db, kept_db) = (gone.database_name.unwrap(), kept.database_name.unwrap());
+
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "gone").await;
+    assert!(!database_exists(&gone_db).await, "Delete dropped the database");
+    assert_eq!(role_connection_limit(&gone_db).await, None, "and the role");
+    wait_gone(&secrets, "gone-db").await;
+    assert!(
+        event_reasons(&cluster, &ns, "gone")
+            .await
+            .contains(&"Deleted".to_owned())
+    );
+
+    api.delete("kept", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "kept").await;
+    assert!(database_exists(&kept_db).await, "Retain kept the database");
+
+    // A namespace full of tenants can be deleted: the finalizers complete.
+    let crowded = cluster.namespace("crowded").await;
+    for (name, policy) in [("a", "Delete"), ("b", "Retain"), ("c", "Delete")] {
+        add_tenant(
+            &cluster,
+            &crowded,
+            name,
+            json!({"server": server, "deletionPolicy": policy}),
+        )
+        .await;
+    }
+    for name in ["a", "b", "c"] {
+        wait_ready(&cluster, &crowded, name).await;
+    }
+    Api::<Namespace>::all(cluster.client.clone())
+        .delete(&crowded, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&Api::<Namespace>::all(cluster.client.clone()), &crowded).await;
+    let prefix = crowded.replace('-', "_");
+    assert!(!database_exists(&format!("{prefix}_a")).await);
+    assert!(database_exists(&format!("{prefix}_b")).await);
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
+    let cluster = TestCluster::start().await;
+    let mut postgres = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let password = tenantdb::password::generate();
+    let mut conn = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    let role = tenantdb::sql::Ident::parse("outage_admin").unwrap();
+    sqlx::query(tenantdb::sql::create_admin_role(
+        &role,
+        &tenantdb::sql::ScramVerifier::generate(&password),
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let admin = AdminLogin {
+        user: "outage_admin".into(),
+        password,
+        host: postgres.host().into(),
+        port: postgres.port(),
+    };
+    let server = server_name("outage");
+    add_server(&cluster, &server, &admin).await;
+    let ns = cluster.namespace("outage").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(2));
+
+    tokio::task::block_in_place(|| postgres.pause()).unwrap();
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    let down = wait_for(&cluster, &ns, "acme", "a reported outage", |t| {
+        condition(t, "Reconciling").is_some_and(|c| c.status == "True" && !c.message.is_empty())
+    })
+    .await;
+    let ready = condition(&down, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains(&format!("server {server}")),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        condition(&down, "Stalled").unwrap().status,
+        "False",
+        "an outage is retried, not stalled"
+    );
+
+    tokio::task::block_in_place(|| postgres.resume()).unwrap();
+    wait_ready(&cluster, &ns, "acme").await;
+
+    // An outage after the tenant was Ready makes it Degraded, then Ready again.
+    tokio::task::block_in_place(|| postgres.pause()).unwrap();
+    let degraded = wait_for(&cluster, &ns, "acme", "Degraded", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(tenantdb::api::tenant_database::TenantPhase::Degraded)
+    })
+    .await;
+    assert_eq!(condition(&degraded, "Ready").unwrap().status, "False");
+    assert!(
+        event_reasons(&cluster, &ns, "acme")
+            .await
+            .contains(&"Degraded".to_owned())
+    );
+    tokio::task::block_in_place(|| postgres.resume()).unwrap();
+    wait_ready(&cluster, &ns, "acme").await;
+    operator.stop().await;
+}
+
+/// Starts `tenantdb run` as its own process.
+fn spawn_operator(cluster: &TestCluster, identity: &str, lease_namespace: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        .args(["run", "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--resync",
+            "30s",
+            "--lease-duration",
+            "3s",
+        ])
+        .args(["--lease-namespace", lease_namespace, "--identity", identity])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn lease_holder(cluster: &TestCluster, namespace: &str) -> Option<String> {
+    Api::<Lease>::namespaced(cluster.client.clone(), namespace)
+        .get_opt("tenantdb-operator")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_elect_one_leader_and_the_other_takes_over() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("leader");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("leader").await;
+    let lease_ns = cluster.namespace("lease").await;
+    let mut first = spawn_operator(&cluster, "operator-one", &lease_ns);
+    let mut second = spawn_operator(&cluster, "operator-two", &lease_ns);
+    add_tenant(&cluster, &ns, "a", json!({"server": server})).await;
+    wait_ready(&cluster, &ns, "a").await;
+
+    let leader = lease_holder(&cluster, &lease_ns)
+        .await
+        .expect("a leader holds the lease");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(cluster.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let reporters: Vec<String> = events
+        .items
+        .iter()
+        .filter_map(|e| e.reporting_instance.clone())
+        .collect();
+    assert!(
+        !reporters.is_empty() && reporters.iter().all(|r| *r == leader),
+        "only the leader reconciled: {reporters:?}"
+    );
+
+    let (leader_process, follower) = if leader == "operator-one" {
+        (&mut first, "operator-two")
+    } else {
+        (&mut second, "operator-one")
+    };
+    leader_process.kill().await.unwrap();
+    add_tenant(&cluster, &ns, "b", json!({"server": server})).await;
+    wait_ready(&cluster, &ns, "b").await;
+    assert_eq!(lease_holder(&cluster, &lease_ns).await.as_deref(), Some(follower));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drives_the_operator_black_box() {
+    let cluster = TestCluster::start().await;
+    let admin = support::admin().await;
+    let ns = cluster.namespace("blackbox").await;
+    let ops = cluster.namespace("blackbox-ops").await;
+    let server = server_name("blackbox");
+    let dir = TempDir::new("blackbox");
+    let manifest = dir.0.join("tenant.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: {ops}}}\n\
+             stringData: {{username: {}, password: {}}}\n---\n\
+             apiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: {server}}}\n\
+             spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: {ops}, name: pg-admin}}}}\n---\n\
+             apiVersion: tenantdb.io/v1alpha1\nkind: TenantDatabase\nmetadata: {{name: acme, namespace: {ns}}}\n\
+             spec: {{server: {server}, deletionPolicy: Delete}}\n",
+            admin.user, admin.password, admin.host, admin.port
+        ),
+    )
+    .unwrap();
+    let _operator = spawn_operator(&cluster, "blackbox", &ops);
+    let ok = |output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    };
+    ok(cluster
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ])
+        .await);
+    let waited = ok(cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            "tdb/acme",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ])
+        .await);
+    assert!(waited.contains("condition met"));
+    let listed = ok(cluster.kubectl(&["get", "tdb", "-n", &ns]).await);
+    assert!(listed.contains("Ready") && listed.contains(&server), "{listed}");
+    let database = format!("{}_acme", ns.replace('-', "_"));
+    assert!(database_exists(&database).await);
+    ok(cluster
+        .kubectl(&["delete", "tdb", "acme", "-n", &ns, "--timeout=60s"])
+        .await);
+    assert!(
+        !database_exists(&database).await,
+        "deletionPolicy Delete dropped it"
+    );
+}
