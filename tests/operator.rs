@@ -507,24 +507,7 @@ async fn delete_drops_and_retain_keeps_and_a_namespace_of_tenants_goes_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
     let cluster = TestCluster::start().await;
-    let mut postgres = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("{e}"));
-    let password = tenantdb::password::generate();
-    let mut conn = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
-    let role = tenantdb::sql::Ident::parse("outage_admin").unwrap();
-    sqlx::query(tenantdb::sql::create_admin_role(
-        &role,
-        &tenantdb::sql::ScramVerifier::generate(&password),
-    ))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
-    let admin = AdminLogin {
-        user: "outage_admin".into(),
-        password,
-        host: postgres.host().into(),
-        port: postgres.port(),
-    };
+    let (mut postgres, admin) = own_postgres("outage_admin").await;
     let server = server_name("outage");
     add_server(&cluster, &server, &admin).await;
     let ns = cluster.namespace("outage").await;
@@ -566,6 +549,80 @@ async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
     );
     tokio::task::block_in_place(|| postgres.resume()).unwrap();
     wait_ready(&cluster, &ns, "acme").await;
+    operator.stop().await;
+}
+
+/// A PostgreSQL of the test's own, to stop and start, with an admin role.
+async fn own_postgres(role: &str) -> (ThrowawayPostgres, AdminLogin) {
+    let postgres = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let password = tenantdb::password::generate();
+    let mut conn = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    let ident = tenantdb::sql::Ident::parse(role).unwrap();
+    sqlx::query(tenantdb::sql::create_admin_role(
+        &ident,
+        &tenantdb::sql::ScramVerifier::generate(&password),
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let admin = AdminLogin {
+        user: role.into(),
+        password,
+        host: postgres.host().into(),
+        port: postgres.port(),
+    };
+    (postgres, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_blocked_by_an_outage_says_why_and_completes_later() {
+    let cluster = TestCluster::start().await;
+    let (mut postgres, admin) = own_postgres("blocked_admin").await;
+    let server = server_name("blocked");
+    add_server(&cluster, &server, &admin).await;
+    let ns = cluster.namespace("blocked").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(
+        &cluster,
+        &ns,
+        "acme",
+        json!({"server": server, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    wait_ready(&cluster, &ns, "acme").await;
+
+    tokio::task::block_in_place(|| postgres.pause()).unwrap();
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    api.delete("acme", &DeleteParams::default()).await.unwrap();
+    let blocked = wait_for(&cluster, &ns, "acme", "Deleting", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(tenantdb::api::tenant_database::TenantPhase::Deleting)
+    })
+    .await;
+    let ready = condition(&blocked, "Ready").unwrap();
+    assert!(
+        ready.message.contains("cannot drop the database yet") && ready.message.contains(&server),
+        "{}",
+        ready.message
+    );
+    assert!(
+        event_reasons(&cluster, &ns, "acme")
+            .await
+            .contains(&"DeletionBlocked".to_owned())
+    );
+    assert!(
+        api.get_opt("acme").await.unwrap().is_some(),
+        "the finalizer holds the object"
+    );
+
+    tokio::task::block_in_place(|| postgres.resume()).unwrap();
+    wait_gone(&api, "acme").await;
+    let mut conn = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'blocked%'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the database was dropped once the server came back");
     operator.stop().await;
 }
 
@@ -702,4 +759,65 @@ async fn kubectl_drives_the_operator_black_box() {
         !database_exists(&database).await,
         "deletionPolicy Delete dropped it"
     );
+}
+
+#[tokio::test]
+async fn a_missing_server_or_a_namespace_the_server_refuses_stalls_the_tenant() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("picky");
+    add_server(&cluster, &server, support::admin().await).await;
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .patch(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"allowedNamespaces": {"matchLabels": {"tenantdb.io/tenants": "allowed"}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let ns = cluster.namespace("picky").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(&cluster, &ns, "refused", json!({"server": server})).await;
+    add_tenant(&cluster, &ns, "lost", json!({"server": "no-such-server"})).await;
+    for (name, reason, words) in [
+        (
+            "refused",
+            "NamespaceNotAllowed",
+            "does not admit tenants from namespace",
+        ),
+        (
+            "lost",
+            "ServerNotFound",
+            "DatabaseServer no-such-server not found",
+        ),
+    ] {
+        let tenant = wait_for(&cluster, &ns, name, "Stalled", |t| {
+            condition(t, "Stalled").is_some_and(|c| c.status == "True")
+        })
+        .await;
+        let stalled = condition(&tenant, "Stalled").unwrap();
+        assert_eq!(stalled.reason, reason);
+        assert!(stalled.message.contains(words), "{}", stalled.message);
+    }
+
+    // Labelling the namespace is the change that un-stalls the first one.
+    Api::<Namespace>::all(cluster.client.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tenantdb.io/tenants": "allowed"}}})),
+        )
+        .await
+        .unwrap();
+    Api::<TenantDatabase>::namespaced(cluster.client.clone(), &ns)
+        .patch(
+            "refused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&cluster, &ns, "refused").await;
+    operator.stop().await;
 }
