@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use rand::RngExt;
 
 use super::metrics::Metrics;
 use super::pools::AdminPools;
+use crate::admin_access::{AdminCredentials, CredentialsError};
+use crate::api::common::SecretReference;
 
 /// The one field manager every tenantdb write uses.
 pub const FIELD_MANAGER: &str = "tenantdb";
@@ -26,6 +30,9 @@ pub struct Context {
     /// How often a converged object is looked at again.
     pub resync: Duration,
     failures: Mutex<HashMap<String, u32>>,
+    /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
+    /// Secret changes (the controllers watch Secret metadata).
+    admin_credentials: Mutex<HashMap<(String, String), AdminCredentials>>,
 }
 
 impl Context {
@@ -37,7 +44,47 @@ impl Context {
             metrics,
             resync,
             failures: Mutex::new(HashMap::new()),
+            admin_credentials: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The credentials in admin Secret `reference`: from the cache, else read
+    /// from the API server. `Ok(None)` when the Secret does not exist.
+    pub async fn admin_credentials(
+        &self,
+        reference: &SecretReference,
+    ) -> Result<Option<Result<AdminCredentials, CredentialsError>>, kube::Error> {
+        let key = (reference.namespace.clone(), reference.name.clone());
+        if let Some(cached) = self
+            .admin_credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(Ok(cached.clone())));
+        }
+        let Some(secret) = Api::<Secret>::namespaced(self.client.clone(), &reference.namespace)
+            .get_opt(&reference.name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let credentials = AdminCredentials::from_secret(&secret);
+        if let Ok(credentials) = &credentials {
+            self.admin_credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, credentials.clone());
+        }
+        Ok(Some(credentials))
+    }
+
+    /// Drops the cached credentials of Secret `namespace/name`.
+    pub fn forget_admin_credentials(&self, namespace: &str, name: &str) {
+        self.admin_credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_owned(), name.to_owned()));
     }
 
     /// The resync interval with ±10% jitter, so a fleet of tenants does not

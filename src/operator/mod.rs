@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, ResourceExt};
 
 pub use context::{FIELD_MANAGER, FINALIZER};
@@ -53,11 +53,14 @@ impl OperatorError {
     }
 }
 
-/// The caches the controllers share.
+/// The caches the controllers share, so a quiet resync reads nothing from
+/// the API server.
 #[derive(Clone)]
 pub struct Stores {
     pub servers: Store<DatabaseServer>,
     pub tenants: Store<TenantDatabase>,
+    /// The connection Secrets tenantdb manages.
+    pub secrets: Store<Secret>,
 }
 
 /// Leader election settings.
@@ -195,9 +198,19 @@ async fn controllers(
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
     let tenant_controller = Controller::new(tenants_api.clone(), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(config.concurrency));
+    let (secret_store, secret_writer) = reflector::store::<Secret>();
+    let managed_secrets = reflector(
+        secret_writer,
+        watcher(
+            secrets_api,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
+        ),
+    )
+    .touched_objects();
     let stores = Stores {
         servers: server_controller.store(),
         tenants: tenant_controller.store(),
+        secrets: secret_store,
     };
 
     // A server's spec or its admin Secret changing re-queues its tenants.
@@ -221,8 +234,10 @@ async fn controllers(
     let by_server = tenants_of_server.clone();
     let by_secret = {
         let servers = stores.servers.clone();
+        let ctx = ctx.clone();
         move |secret: PartialObjectMeta<Secret>| -> Vec<ObjectRef<TenantDatabase>> {
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            ctx.forget_admin_credentials(&ns, &name);
             servers
                 .state()
                 .iter()
@@ -236,10 +251,7 @@ async fn controllers(
     let admin_secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
     let (stop_tenants, tenants_stopped) = tokio::sync::watch::channel(false);
     let tenant_run = tenant_controller
-        .owns(
-            secrets_api,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
-        )
+        .owns_stream(managed_secrets)
         .watches(servers_api, watcher::Config::default(), move |server| {
             by_server(&server.name_any())
         })

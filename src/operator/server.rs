@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -17,7 +16,7 @@ use serde_json::json;
 use super::context::{Context, FIELD_MANAGER};
 use super::metrics::{ControllerLabel, ReconcileLabels};
 use super::{OperatorError, Stores};
-use crate::admin_access::{self, AdminCredentials};
+use crate::admin_access;
 use crate::api::database_server::DatabaseServerStatus;
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::status::set_condition;
@@ -60,10 +59,7 @@ pub async fn reconcile(
     status.connections_allocated = Some(i32::try_from(allocated).unwrap_or(i32::MAX));
 
     let reference = &server.spec.admin_secret_ref;
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &reference.namespace)
-        .get_opt(&reference.name)
-        .await?;
-    let outcome: Result<(), (&str, String)> = match secret.as_ref().map(AdminCredentials::from_secret) {
+    let outcome: Result<(), (&str, String)> = match ctx.admin_credentials(reference).await? {
         None => Err((
             "AdminSecretMissing",
             format!(

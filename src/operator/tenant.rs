@@ -98,7 +98,16 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     };
     let namespace = tenant.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = secrets.get_opt(&located.desired.secret_name).await?;
+    // The cache serves the steady state; a miss is confirmed with the API
+    // server, since a Secret just written may not be cached yet and a wrong
+    // "missing" would rotate the password.
+    let cached = stores
+        .secrets
+        .get(&kube::runtime::reflector::ObjectRef::new(&located.desired.secret_name).within(&namespace));
+    let existing = match cached {
+        Some(secret) => Some(secret.as_ref().clone()),
+        None => secrets.get_opt(&located.desired.secret_name).await?,
+    };
     if let Some(secret) = &existing
         && !owned_by(secret, &tenant)
     {
@@ -376,23 +385,20 @@ async fn locate(
         }
     }
     let reference = &server.spec.admin_secret_ref;
-    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), &reference.namespace)
-        .get_opt(&reference.name)
-        .await?
-    else {
-        return permanent(
-            "AdminSecretMissing",
-            format!(
-                "admin Secret {}/{} of DatabaseServer {} not found",
-                reference.namespace,
-                reference.name,
-                server.name_any()
-            ),
-        );
-    };
-    let credentials = match AdminCredentials::from_secret(&secret) {
-        Ok(credentials) => credentials,
-        Err(error) => return permanent("AdminSecretInvalid", error.to_string()),
+    let credentials = match ctx.admin_credentials(reference).await? {
+        Some(Ok(credentials)) => credentials,
+        Some(Err(error)) => return permanent("AdminSecretInvalid", error.to_string()),
+        None => {
+            return permanent(
+                "AdminSecretMissing",
+                format!(
+                    "admin Secret {}/{} of DatabaseServer {} not found",
+                    reference.namespace,
+                    reference.name,
+                    server.name_any()
+                ),
+            );
+        }
     };
     match reconcile::resolve(tenant, &server) {
         Ok(desired) => Ok(Ok(Located {
