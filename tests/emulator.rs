@@ -335,24 +335,17 @@ async fn label_selectors_filter_lists_and_watches() {
         .await
         .unwrap();
 
-    let names: Vec<String> = api
-        .list(&ListParams::default().labels("tier=db"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c| c.metadata.name.unwrap())
-        .collect();
-    assert_eq!(names, ["db"]);
-    let names: Vec<String> = api
-        .list(&ListParams::default().labels("tier in (db,web),tier!=web"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|c| c.metadata.name.unwrap())
-        .collect();
-    assert_eq!(names, ["db"]);
+    for selector in ["tier=db", "tier in (db,web),tier!=web"] {
+        let names: Vec<String> = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| c.metadata.name.unwrap())
+            .collect();
+        assert_eq!(names, ["db"], "{selector}");
+    }
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Added(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("db")),
         other => panic!("expected the db ConfigMap only, got {other:?}"),
@@ -575,15 +568,7 @@ async fn kubectl_applies_gets_patches_waits_and_deletes() {
         ),
     )
     .unwrap();
-    let ok = |output: std::process::Output| {
-        assert!(
-            output.status.success(),
-            "kubectl failed: {}{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    };
+    let ok = support::cluster::succeeded;
 
     let applied = ok(cluster
         .kubectl(&[

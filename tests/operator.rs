@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
+use support::AdminLogin;
 use support::cluster::{TempDir, TestCluster};
-use support::{AdminLogin, text};
 use tenantdb::api::TenantDatabase;
 use tenantdb::operator;
 use tenantdb::throwaway::ThrowawayPostgres;
@@ -744,15 +744,7 @@ async fn kubectl_drives_the_operator_black_box() {
     )
     .unwrap();
     let _operator = spawn_operator(&cluster, "blackbox", &ops);
-    let ok = |output: std::process::Output| {
-        assert!(
-            output.status.success(),
-            "{}{}",
-            text(&output.stdout),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
-    };
+    let ok = support::cluster::succeeded;
     ok(cluster
         .kubectl(&[
             "apply",

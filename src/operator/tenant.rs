@@ -269,15 +269,7 @@ async fn cleanup(
             ) =>
         {
             // The data may still exist; say why it cannot be dropped and retry.
-            let message = format!("cannot drop the database yet: {}", failure.message);
-            let new = status::deleting(
-                tenant.status.as_ref(),
-                tenant.metadata.generation,
-                &message,
-                &now(),
-            );
-            write_status(&tenant, ctx, new).await?;
-            return Err(OperatorError::Transient(message));
+            return block_deletion(&tenant, ctx, &failure.message).await;
         }
         // Nothing was ever provisioned for a spec that cannot be resolved.
         Err(_) => return Ok(Action::await_change()),
@@ -308,18 +300,26 @@ async fn cleanup(
             .await;
             Ok(Action::await_change())
         }
-        Err(error) => {
-            let message = format!("cannot drop the database yet: {error}");
-            let new = status::deleting(
-                tenant.status.as_ref(),
-                tenant.metadata.generation,
-                &message,
-                &now(),
-            );
-            write_status(&tenant, ctx, new).await?;
-            Err(OperatorError::Transient(message))
-        }
+        Err(error) => block_deletion(&tenant, ctx, &error.to_string()).await,
     }
+}
+
+/// Reports in status (and, on the transition, an Event) why a deletion
+/// cannot finish yet, and fails so the controller retries with backoff.
+async fn block_deletion(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    reason: &str,
+) -> Result<Action, OperatorError> {
+    let message = format!("cannot drop the database yet: {reason}");
+    let new = status::deleting(
+        tenant.status.as_ref(),
+        tenant.metadata.generation,
+        &message,
+        &now(),
+    );
+    write_status(tenant, ctx, new).await?;
+    Err(OperatorError::Transient(message))
 }
 
 /// Finds the tenant's server (the one in status, else spec.server, else by

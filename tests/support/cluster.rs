@@ -115,3 +115,14 @@ impl TestCluster {
             .expect("kubectl is installed (see .ci/run)")
     }
 }
+
+/// The stdout of a command that must have succeeded (else its output is shown).
+pub fn succeeded(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}{}",
+        super::text(&output.stdout),
+        super::text(&output.stderr)
+    );
+    super::text(&output.stdout)
+}
