@@ -149,3 +149,14 @@ fn a_failed_admin_login_is_reported_without_the_password() {
     assert!(all.contains("pg-main: cannot log in as administrator"), "{all}");
     assert!(!all.contains(wrong_password), "the password leaked: {all}");
 }
+
+#[test]
+fn run_refuses_a_resync_that_would_spin() {
+    let output = tenantdb(&["run", "--resync", "0s", "--no-leader-election"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("shorter than the minimum of 1s"),
+        "{}",
+        text(&output.stderr)
+    );
+}

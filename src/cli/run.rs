@@ -10,8 +10,8 @@ use tenantdb::operator::{self, LeaderElection};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Kubeconfig file; default: in-cluster configuration, else $KUBECONFIG, else ~/.kube/config.
-    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    /// Kubeconfig file; default: $KUBECONFIG, else ~/.kube/config, else the in-cluster configuration.
+    #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
 
     /// Watch TenantDatabases in this namespace only (default: all namespaces).
@@ -23,7 +23,7 @@ pub struct Args {
     concurrency: u16,
 
     /// How often a converged tenant is checked again for drift, e.g. 5m or 30s.
-    #[arg(long, env = "TENANTDB_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "TENANTDB_RESYNC", default_value = "5m", value_parser = parse_interval)]
     resync: Duration,
 
     /// Address for /healthz, /readyz and /metrics.
@@ -43,7 +43,7 @@ pub struct Args {
     lease_name: String,
 
     /// How long the leader's lease lasts without renewal, e.g. 15s.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_interval)]
     lease_duration: Duration,
 
     /// This replica's identity in the Lease; default: POD_NAME, else the host name with a random suffix.
@@ -51,10 +51,13 @@ pub struct Args {
     identity: Option<String>,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    tenantdb::api::duration::parse_millis(text)
-        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
-        .map_err(|e| e.to_string())
+/// A duration of at least one second (a zero resync would spin).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let millis = tenantdb::api::duration::parse_millis(text).map_err(|e| e.to_string())?;
+    if millis < 1000 {
+        return Err(format!("{text:?} is shorter than the minimum of 1s"));
+    }
+    Ok(Duration::from_millis(millis.unsigned_abs()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
