@@ -119,19 +119,7 @@ async fn apply_then_plan_is_converged_and_secrets_work_with_psql() {
         0o600
     );
     let acme = read_secret(&acme_file).string_data.unwrap();
-    for key in [
-        "DATABASE_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGDATABASE",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGSSLMODE",
-        "DB_POOL_MAX",
-        "DB_POOL_MIN",
-        "DB_POOL_IDLE_TIMEOUT_MS",
-        "DB_POOL_CONNECTION_TIMEOUT_MS",
-    ] {
+    for key in support::SECRET_KEYS {
         assert!(acme.contains_key(key), "{key}");
     }
     assert_eq!(acme["DB_POOL_MAX"], "5");

@@ -246,19 +246,7 @@ async fn a_tenant_becomes_ready_with_a_working_secret_and_follows_spec_changes()
     assert_eq!(status.pool.as_ref().unwrap().connection_limit, 12);
 
     let data = secret_data(&cluster, &ns, "acme-db").await;
-    for key in [
-        "DATABASE_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGDATABASE",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGSSLMODE",
-        "DB_POOL_MAX",
-        "DB_POOL_MIN",
-        "DB_POOL_IDLE_TIMEOUT_MS",
-        "DB_POOL_CONNECTION_TIMEOUT_MS",
-    ] {
+    for key in support::SECRET_KEYS {
         assert!(data.contains_key(key), "{key}");
     }
     let mut conn = PgConnection::connect(&data["DATABASE_URL"])

@@ -116,6 +116,21 @@ pub async fn admin() -> &'static AdminLogin {
         .await
 }
 
+/// The keys of the connection Secret, as the design fixes them.
+pub const SECRET_KEYS: [&str; 11] = [
+    "DATABASE_URL",
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGSSLMODE",
+    "DB_POOL_MAX",
+    "DB_POOL_MIN",
+    "DB_POOL_IDLE_TIMEOUT_MS",
+    "DB_POOL_CONNECTION_TIMEOUT_MS",
+];
+
 /// Runs the `tenantdb` binary built for these tests.
 pub fn tenantdb(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
