@@ -28,13 +28,18 @@ struct Operator {
 
 impl Operator {
     fn start(cluster: &TestCluster, resync: Duration) -> Self {
+        Self::start_in(cluster, resync, Vec::new())
+    }
+
+    /// An operator that watches only `namespaces` (all when empty).
+    fn start_in(cluster: &TestCluster, resync: Duration, namespaces: Vec<String>) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
         let config = operator::Config {
-            namespace: None,
+            namespaces,
             concurrency: 8,
             resync,
             http_addr: http,
@@ -824,5 +829,39 @@ async fn a_missing_server_or_a_namespace_the_server_refuses_stalls_the_tenant() 
         .await
         .unwrap();
     wait_ready(&cluster, &ns, "refused").await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_watching_some_namespaces_leaves_the_others_alone() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("scoped");
+    add_server(&cluster, &server, support::admin().await).await;
+    let (first, second, other) = (
+        cluster.namespace("scoped-a").await,
+        cluster.namespace("scoped-b").await,
+        cluster.namespace("scoped-c").await,
+    );
+    let operator = Operator::start_in(
+        &cluster,
+        Duration::from_secs(300),
+        vec![first.clone(), second.clone()],
+    );
+    for ns in [&first, &second, &other] {
+        add_tenant(&cluster, ns, "acme", json!({"server": server})).await;
+    }
+    wait_ready(&cluster, &first, "acme").await;
+    wait_ready(&cluster, &second, "acme").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let untouched = Api::<TenantDatabase>::namespaced(cluster.client.clone(), &other)
+        .get("acme")
+        .await
+        .unwrap();
+    assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    assert!(
+        untouched.metadata.finalizers.is_none(),
+        "no finalizer outside the watched namespaces"
+    );
+    assert!(!database_exists(&format!("{}_acme", other.replace('-', "_"))).await);
     operator.stop().await;
 }

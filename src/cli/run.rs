@@ -14,9 +14,15 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
 
-    /// Watch TenantDatabases in this namespace only (default: all namespaces).
-    #[arg(long, env = "TENANTDB_NAMESPACE", value_name = "NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch TenantDatabases in these namespaces only, comma-separated or
+    /// repeated (default: all namespaces).
+    #[arg(
+        long = "namespace",
+        env = "TENANTDB_NAMESPACES",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
 
     /// Tenants reconciled at once.
     #[arg(long, env = "TENANTDB_CONCURRENCY", default_value_t = 8)]
@@ -79,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
     });
     let config = operator::Config {
-        namespace: args.namespace,
+        namespaces: args.namespaces,
         concurrency: args.concurrency.max(1),
         resync: args.resync,
         http_addr: args.http_addr,
@@ -90,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             lease_duration: args.lease_duration,
         }),
     };
-    tracing::info!(%identity, resync = ?config.resync, namespace = ?config.namespace, "starting the operator");
+    tracing::info!(%identity, resync = ?config.resync, namespaces = ?config.namespaces, "starting the operator");
     operator::run(client, config, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

@@ -58,9 +58,23 @@ impl OperatorError {
 #[derive(Clone)]
 pub struct Stores {
     pub servers: Store<DatabaseServer>,
-    pub tenants: Store<TenantDatabase>,
-    /// The connection Secrets tenantdb manages.
-    pub secrets: Store<Secret>,
+    /// One cache per watched namespace (one for all namespaces by default).
+    pub tenants: Vec<Store<TenantDatabase>>,
+    /// The connection Secrets tenantdb manages, likewise.
+    pub secrets: Vec<Store<Secret>>,
+}
+
+impl Stores {
+    /// Every cached tenant.
+    pub fn all_tenants(&self) -> Vec<Arc<TenantDatabase>> {
+        self.tenants.iter().flat_map(Store::state).collect()
+    }
+
+    /// The cached connection Secret `namespace/name`, if any.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.secrets.iter().find_map(|store| store.get(&key))
+    }
 }
 
 /// Leader election settings.
@@ -77,8 +91,8 @@ pub struct LeaderElection {
 /// How `tenantdb run` runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Watch `TenantDatabase`s in this namespace only (default: all).
-    pub namespace: Option<String>,
+    /// Watch `TenantDatabase`s in these namespaces only (empty: all namespaces).
+    pub namespaces: Vec<String>,
     /// Tenants reconciled at once.
     pub concurrency: u16,
     /// How often a converged object is looked at again.
@@ -177,7 +191,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Both controllers, until `stop` completes.
+/// The controllers — one for DatabaseServers, one for TenantDatabases per
+/// watched namespace — until `stop` completes.
 async fn controllers(
     ctx: Arc<context::Context>,
     config: &Config,
@@ -185,97 +200,116 @@ async fn controllers(
 ) {
     let client = ctx.client.clone();
     let servers_api: Api<DatabaseServer> = Api::all(client.clone());
-    let tenants_api: Api<TenantDatabase> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
     };
-    let secrets_api: Api<Secret> = match &config.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-
-    let server_controller = Controller::new(servers_api.clone(), watcher::Config::default())
-        .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
-    let tenant_controller = Controller::new(tenants_api.clone(), watcher::Config::default())
-        .with_config(controller::Config::default().concurrency(config.concurrency));
-    let (secret_store, secret_writer) = reflector::store::<Secret>();
-    let managed_secrets = reflector(
-        secret_writer,
-        watcher(
-            secrets_api,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
+    let scoped = |namespace: &Option<String>| match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
         ),
-    )
-    .touched_objects();
-    let stores = Stores {
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+
+    let mut server_controller = Controller::new(servers_api.clone(), watcher::Config::default())
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
+    let mut tenant_controllers = Vec::new();
+    let mut stores = Stores {
         servers: server_controller.store(),
-        tenants: tenant_controller.store(),
-        secrets: secret_store,
+        tenants: Vec::new(),
+        secrets: Vec::new(),
     };
-
-    // A server's spec or its admin Secret changing re-queues its tenants.
-    let tenants_of_server = {
-        let tenants = stores.tenants.clone();
-        move |server: &str| -> Vec<ObjectRef<TenantDatabase>> {
-            tenants
-                .state()
-                .iter()
-                .filter(|t| {
-                    t.status
-                        .as_ref()
-                        .and_then(|s| s.server.as_deref())
-                        .or(t.spec.server.as_deref())
-                        == Some(server)
-                })
-                .map(|t| ObjectRef::from_obj(t.as_ref()))
-                .collect()
-        }
-    };
-    let by_server = tenants_of_server.clone();
-    let by_secret = {
-        let servers = stores.servers.clone();
-        let ctx = ctx.clone();
-        move |secret: PartialObjectMeta<Secret>| -> Vec<ObjectRef<TenantDatabase>> {
-            let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            ctx.forget_admin_credentials(&ns, &name);
-            servers
-                .state()
-                .iter()
-                .filter(|s| s.spec.admin_secret_ref.namespace == ns && s.spec.admin_secret_ref.name == name)
-                .flat_map(|s| tenants_of_server(&s.name_any()))
-                .collect()
-        }
-    };
-    // Admin Secrets are watched by metadata only: their contents are read
-    // when needed, and the operator keeps no copy of every Secret.
-    let admin_secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
-    let (stop_tenants, tenants_stopped) = tokio::sync::watch::channel(false);
-    let tenant_run = tenant_controller
-        .owns_stream(managed_secrets)
-        .watches(servers_api, watcher::Config::default(), move |server| {
-            by_server(&server.name_any())
-        })
-        .watches(admin_secrets, watcher::Config::default(), by_secret)
-        .graceful_shutdown_on(wait_for(tenants_stopped.clone()))
-        .run(
-            tenant::reconcile,
-            tenant::error_policy,
-            Arc::new((ctx.clone(), stores.clone())),
+    for scope in &scopes {
+        let (tenants_api, secrets_api): (Api<TenantDatabase>, Api<Secret>) = scoped(scope);
+        let controller = Controller::new(tenants_api.clone(), watcher::Config::default())
+            .with_config(controller::Config::default().concurrency(config.concurrency));
+        let (secret_store, secret_writer) = reflector::store::<Secret>();
+        let managed_secrets = reflector(
+            secret_writer,
+            watcher(
+                secrets_api,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
+            ),
         )
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "tenant controller");
-            }
-        });
-
-    let server_run = server_controller
-        .watches(tenants_api, watcher::Config::default(), |tenant| {
+        .touched_objects();
+        stores.tenants.push(controller.store());
+        stores.secrets.push(secret_store);
+        // A tenant's status naming its server re-queues that server (counts).
+        server_controller = server_controller.watches(tenants_api, watcher::Config::default(), |tenant| {
             tenant
                 .status
                 .and_then(|s| s.server)
                 .map(|server| ObjectRef::<DatabaseServer>::new(&server))
-        })
-        .graceful_shutdown_on(wait_for(tenants_stopped))
+        });
+        tenant_controllers.push((controller, managed_secrets));
+    }
+
+    let (stop_all, stopped) = tokio::sync::watch::channel(false);
+    let mut runs = Vec::new();
+    for (controller, managed_secrets) in tenant_controllers {
+        // A server's spec or its admin Secret changing re-queues its tenants
+        // (those in this controller's cache).
+        let tenants_of_server = {
+            let tenants = controller.store();
+            move |server: &str| -> Vec<ObjectRef<TenantDatabase>> {
+                tenants
+                    .state()
+                    .iter()
+                    .filter(|t| {
+                        t.status
+                            .as_ref()
+                            .and_then(|s| s.server.as_deref())
+                            .or(t.spec.server.as_deref())
+                            == Some(server)
+                    })
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect()
+            }
+        };
+        let by_server = tenants_of_server.clone();
+        let by_secret = {
+            let servers = stores.servers.clone();
+            let ctx = ctx.clone();
+            move |secret: PartialObjectMeta<Secret>| -> Vec<ObjectRef<TenantDatabase>> {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                ctx.forget_admin_credentials(&ns, &name);
+                servers
+                    .state()
+                    .iter()
+                    .filter(|s| {
+                        s.spec.admin_secret_ref.namespace == ns && s.spec.admin_secret_ref.name == name
+                    })
+                    .flat_map(|s| tenants_of_server(&s.name_any()))
+                    .collect()
+            }
+        };
+        // Admin Secrets are watched by metadata only: their contents are read
+        // when needed, and the operator keeps no copy of every Secret.
+        let admin_secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+        let run = controller
+            .owns_stream(managed_secrets)
+            .watches(servers_api.clone(), watcher::Config::default(), move |server| {
+                by_server(&server.name_any())
+            })
+            .watches(admin_secrets, watcher::Config::default(), by_secret)
+            .graceful_shutdown_on(wait_for(stopped.clone()))
+            .run(
+                tenant::reconcile,
+                tenant::error_policy,
+                Arc::new((ctx.clone(), stores.clone())),
+            )
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "tenant controller");
+                }
+            });
+        runs.push(run);
+    }
+
+    let server_run = server_controller
+        .graceful_shutdown_on(wait_for(stopped))
         .run(
             server::reconcile,
             server::error_policy,
@@ -289,9 +323,9 @@ async fn controllers(
 
     tokio::spawn(async move {
         stop.await;
-        let _ = stop_tenants.send(true);
+        let _ = stop_all.send(true);
     });
-    futures::join!(tenant_run, server_run);
+    futures::join!(futures::future::join_all(runs), server_run);
 }
 
 /// Completes once `flag` turns true (or its sender is gone).

@@ -41,8 +41,7 @@ pub async fn reconcile(
 
     // The tenants placed here, from the tenant controller's cache.
     let tenants: Vec<Arc<TenantDatabase>> = stores
-        .tenants
-        .state()
+        .all_tenants()
         .into_iter()
         .filter(|t| t.status.as_ref().and_then(|s| s.server.as_deref()) == Some(name.as_str()))
         .collect();

@@ -101,9 +101,7 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     // The cache serves the steady state; a miss is confirmed with the API
     // server, since a Secret just written may not be cached yet and a wrong
     // "missing" would rotate the password.
-    let cached = stores
-        .secrets
-        .get(&kube::runtime::reflector::ObjectRef::new(&located.desired.secret_name).within(&namespace));
+    let cached = stores.secret(&namespace, &located.desired.secret_name);
     let existing = match cached {
         Some(secret) => Some(secret.as_ref().clone()),
         None => secrets.get_opt(&located.desired.secret_name).await?,
