@@ -318,6 +318,14 @@ async fn hostile_inputs_are_refused_and_change_nothing() {
             "{server: test-pg, indexes: [{name: \"i\\\"x\", table: t, columns: [a]}]}",
             "spec.indexes[0].name",
         ),
+        (
+            "{server: test-pg, indexes: [{name: i, table: t, columns: [a], where: \"true; DROP TABLE t\"}]}",
+            "spec.indexes[0].where",
+        ),
+        (
+            "{server: test-pg, indexes: [{name: i, table: t, expressions: [\"pg_sleep(5) IS NULL\"]}]}",
+            "spec.indexes[0].expressions[0]",
+        ),
     ];
     assert!(cases.len() >= 20);
     let dir = workdir("hostile").await;

@@ -11,9 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::api::common::is_k8s_name;
 use crate::api::duration::parse_millis;
-use crate::api::tenant_database::{LimitsSpec, PoolSpec};
+use crate::api::tenant_database::{IndexSpec, LimitsSpec, PoolSpec};
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::sql::Ident;
+use crate::sql::expression::IndexExpression;
 use crate::sql::statements::Setting;
 
 use super::error::SpecError;
@@ -130,6 +131,7 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         }
         extensions.insert(extension.clone());
     }
+    validate_indexes(&spec.indexes)?;
     let secret_name = spec.secret_name.clone().unwrap_or_else(|| format!("{name}-db"));
     if !is_k8s_name(&secret_name) {
         return Err(SpecError::new(
@@ -264,6 +266,76 @@ fn resolve_limits(
         settings.insert(setting, millis);
     }
     Ok(settings)
+}
+
+/// Checks every declared index before anything runs: names, columns, and
+/// expressions and predicates through the SQL parser.
+fn validate_indexes(indexes: &[IndexSpec]) -> Result<(), SpecError> {
+    let mut seen = BTreeSet::new();
+    for (i, index) in indexes.iter().enumerate() {
+        let at = |field: String| format!("spec.indexes[{i}].{field}");
+        for (field, name) in [
+            ("name", &index.name),
+            ("table", &index.table),
+            ("schema", &index.schema),
+        ] {
+            Ident::parse(name).map_err(|e| SpecError::new(at(field.into()), format!("{name:?} {e}")))?;
+        }
+        if !seen.insert(index.name.as_str()) {
+            return Err(SpecError::new(
+                at("name".into()),
+                format!("{:?} is declared twice", index.name),
+            ));
+        }
+        if index.columns.is_empty() == index.expressions.is_empty() {
+            return Err(SpecError::new(
+                format!("spec.indexes[{i}]"),
+                "exactly one of columns or expressions must be given",
+            ));
+        }
+        for (j, column) in index.columns.iter().enumerate() {
+            validate_key_column(column)
+                .map_err(|reason| SpecError::new(at(format!("columns[{j}]")), reason))?;
+        }
+        for (j, column) in index.include.iter().enumerate() {
+            Ident::parse(column)
+                .map_err(|e| SpecError::new(at(format!("include[{j}]")), format!("{column:?} {e}")))?;
+        }
+        for (j, expression) in index.expressions.iter().enumerate() {
+            IndexExpression::parse(expression)
+                .map_err(|e| SpecError::new(at(format!("expressions[{j}]")), e.to_string()))?;
+        }
+        if let Some(predicate) = &index.predicate {
+            IndexExpression::parse(predicate)
+                .map_err(|e| SpecError::new(at("where".into()), e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `column [ASC|DESC] [NULLS FIRST|LAST]`.
+fn validate_key_column(text: &str) -> Result<(), String> {
+    let mut words = text.split_whitespace();
+    let column = words.next().ok_or("must not be empty")?;
+    Ident::parse(column).map_err(|e| format!("{column:?} {e}"))?;
+    let rest: Vec<String> = words.map(str::to_uppercase).collect();
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let order_ok = |w: &str| w == "ASC" || w == "DESC";
+    let nulls_ok = |w: &str| w == "FIRST" || w == "LAST";
+    let valid = match rest.as_slice() {
+        [] => true,
+        [order] => order_ok(order),
+        ["NULLS", which] => nulls_ok(which),
+        [order, "NULLS", which] => order_ok(order) && nulls_ok(which),
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{text:?}: expected a column name, then optionally ASC or DESC and NULLS FIRST or NULLS LAST"
+        ))
+    }
 }
 
 fn range(field: &str, value: i32, min: i32, max: i32) -> Result<(), SpecError> {
@@ -408,6 +480,45 @@ mod tests {
         assert!(resolve(&tenant(spec(&["pg_trgm", "citext"])), &server(None)).is_ok());
         let error = resolve(&tenant(spec(&["plpython3u"])), &server(None)).unwrap_err();
         assert_eq!(error.field, "spec.extensions[0]");
+    }
+
+    #[test]
+    fn indexes_are_checked_before_anything_runs() {
+        let with_index = |index: serde_json::Value| {
+            let spec: TenantDatabaseSpec =
+                serde_json::from_value(serde_json::json!({"indexes": [index]})).unwrap();
+            resolve(&tenant(spec), &server(None))
+        };
+        assert!(with_index(serde_json::json!({"name": "i", "table": "t", "columns": ["a", "b desc nulls last"], "where": "deleted_at IS NULL"})).is_ok());
+        assert!(
+            with_index(serde_json::json!({"name": "i", "table": "t", "expressions": ["lower(email)"]}))
+                .is_ok()
+        );
+        for (index, field) in [
+            (
+                serde_json::json!({"name": "i", "table": "t", "columns": ["a"], "where": "true; DROP TABLE t"}),
+                "spec.indexes[0].where",
+            ),
+            (
+                serde_json::json!({"name": "i", "table": "t", "expressions": ["(SELECT 1)"]}),
+                "spec.indexes[0].expressions[0]",
+            ),
+            (
+                serde_json::json!({"name": "i", "table": "t", "columns": ["a sideways"]}),
+                "spec.indexes[0].columns[0]",
+            ),
+            (
+                serde_json::json!({"name": "i", "table": "t;x", "columns": ["a"]}),
+                "spec.indexes[0].table",
+            ),
+            (serde_json::json!({"name": "i", "table": "t"}), "spec.indexes[0]"),
+            (
+                serde_json::json!({"name": "i", "table": "t", "columns": ["a"], "include": ["b c"]}),
+                "spec.indexes[0].include[0]",
+            ),
+        ] {
+            assert_eq!(with_index(index.clone()).unwrap_err().field, field, "{index}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! clear text, so a statement log cannot leak it). Everything else is a
 //! static query with bound values.
 
+pub mod expression;
 mod ident;
 pub mod scram;
 pub mod statements;
