@@ -725,3 +725,68 @@ async fn a_streaming_list_watcher_gets_the_current_objects_then_init_done() {
     assert_eq!(initial, ["x", "y"]);
     cluster.delete_namespace(&ns).await;
 }
+
+#[tokio::test]
+async fn apply_conflicts_between_managers_are_refused_unless_forced() {
+    let cluster = TestCluster::start().await;
+    let ns = cluster.namespace("ssa").await;
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
+    let apply = |value: &str| {
+        Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"k": value}}),
+        )
+    };
+    api.patch("cm", &PatchParams::apply("first"), &apply("1"))
+        .await
+        .unwrap();
+    let conflict = api
+        .patch("cm", &PatchParams::apply("second"), &apply("2"))
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&conflict), Some(409), "{conflict}");
+    assert!(
+        error_message(&conflict).contains("first"),
+        "{}",
+        error_message(&conflict)
+    );
+    // The same value is no conflict; force takes the field over.
+    api.patch("cm", &PatchParams::apply("second"), &apply("1"))
+        .await
+        .unwrap();
+    api.patch("cm", &PatchParams::apply("second").force(), &apply("2"))
+        .await
+        .unwrap();
+    let now_first = api
+        .patch("cm", &PatchParams::apply("first"), &apply("3"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_code(&now_first),
+        Some(409),
+        "the field moved to the forcing manager"
+    );
+
+    // An update by a third manager takes the field over from both.
+    api.patch(
+        "cm",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "4"}})),
+    )
+    .await
+    .unwrap();
+    api.patch("cm", &PatchParams::apply("first"), &apply("5"))
+        .await
+        .unwrap();
+
+    // A resourceVersion in a merge patch is a precondition.
+    let stale = api
+        .patch(
+            "cm",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": "1"}, "data": {"k": "6"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&stale), Some(409));
+    cluster.delete_namespace(&ns).await;
+}

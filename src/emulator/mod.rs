@@ -14,13 +14,14 @@
 //!   (background), namespace termination;
 //! - list and watch with label and field (`metadata.name`,
 //!   `metadata.namespace`) selectors, bookmarks and 410 Gone;
-//! - merge and JSON patches, an approximation of server-side apply (see
-//!   [`patch`]), strategic merge patch served as merge patch;
+//! - merge and JSON patches, an approximation of server-side apply with
+//!   coarse conflict detection (see [`patch`]), strategic merge patch served
+//!   as merge patch;
 //! - discovery and server-side Table printing for `kubectl`;
 //! - request counts per verb and resource at `GET /emulator/requests`.
 //!
-//! Not emulated: admission webhooks, RBAC, field ownership and apply
-//! conflicts, foreground deletion, pagination (`limit` returns everything),
+//! Not emulated: admission webhooks, RBAC, `managedFields` and exact field
+//! ownership, foreground deletion, pagination (`limit` returns everything),
 //! protobuf, pruning of unknown fields (they are refused, as with
 //! `fieldValidation=Strict`), and the built-in types' own schemas.
 

@@ -4,8 +4,10 @@
 //! Server-side apply here: the applied fields are set (objects merge; lists
 //! of objects keyed by `name` or `type` merge by that key; other lists are
 //! replaced), and fields the same field manager applied before but no longer
-//! applies are removed. Not modelled: field ownership across managers,
-//! conflicts (`force` is accepted and ignored), `managedFields`.
+//! applies are removed. Not modelled: `managedFields` and exact field
+//! ownership. Conflicts are modelled coarsely: an apply that changes
+//! a field another manager applied is refused (409) unless forced, and an
+//! update or non-apply patch takes over the fields it changes.
 
 use serde_json::{Map, Value};
 
@@ -122,6 +124,41 @@ fn remove_dropped(target: &mut Value, applied: &Value, previous: &Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// The paths of the leaves of `value` (objects recurse, everything else is a leaf).
+pub fn leaf_paths(value: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                prefix.push(key.clone());
+                leaf_paths(child, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ if !prefix.is_empty() => out.push(prefix.clone()),
+        _ => {}
+    }
+}
+
+pub fn get_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, key| v.get(key))
+}
+
+pub fn remove_path(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = value;
+    for key in parents {
+        match node.get_mut(key) {
+            Some(child) => node = child,
+            None => return,
+        }
+    }
+    if let Some(map) = node.as_object_mut() {
+        map.remove(last);
     }
 }
 

@@ -298,12 +298,14 @@ async fn resource(
         (Method::PUT, Some(name)) => {
             app.count("update", &resource_label);
             let object = parse_body(body, headers)?;
+            let manager = query.get("fieldManager").map(String::as_str);
             Ok(json_response(app.store().update(
                 &rt,
                 &namespace_str,
                 &name,
                 object,
                 status,
+                manager,
             )?))
         }
         (Method::PATCH, Some(name)) => {
@@ -330,6 +332,7 @@ async fn resource(
             };
             let patch = parse_body(body, headers)?;
             let manager = query.get("fieldManager").map(String::as_str);
+            let force = query.get("force").is_some_and(|f| f == "true");
             Ok(json_response(app.store().patch(
                 &rt,
                 &namespace_str,
@@ -338,6 +341,7 @@ async fn resource(
                 patch,
                 status,
                 manager,
+                force,
             )?))
         }
         (Method::DELETE, Some(name)) => {

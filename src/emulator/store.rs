@@ -329,6 +329,7 @@ impl Store {
         name: &str,
         object: Value,
         status: bool,
+        manager: Option<&str>,
     ) -> Result<Value, ApiError> {
         let key = Self::key(rt, namespace, name);
         let old = self
@@ -336,6 +337,7 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
+        self.release_changed(&key, manager, status, &old, &object);
         if let Some(expected) = object
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -375,6 +377,7 @@ impl Store {
         body: Value,
         status: bool,
         manager: Option<&str>,
+        force: bool,
     ) -> Result<Value, ApiError> {
         let key = Self::key(rt, namespace, name);
         let Some(old) = self.objects.get(&key).cloned() else {
@@ -392,7 +395,23 @@ impl Store {
         };
         let mut patched = Self::present(rt, old.clone());
         match kind {
-            PatchKind::Merge => patch::merge_patch(&mut patched, &body),
+            PatchKind::Merge => {
+                // A resourceVersion in a merge patch is a precondition.
+                let expected = body.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+                if expected.is_some_and(|v| {
+                    Some(v) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                }) {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                            rt.qualified()
+                        ),
+                    ));
+                }
+                patch::merge_patch(&mut patched, &body)
+            }
             PatchKind::Json => patch::json_patch(&mut patched, &body).map_err(|e| {
                 ApiError::new(
                     422,
@@ -406,13 +425,83 @@ impl Store {
                 })?;
                 let slot = (key.clone(), manager.to_owned(), status);
                 let owned = owned_fields(body);
+                self.take_ownership(&key, manager, status, &owned, &old, force)?;
                 patch::apply(&mut patched, &owned, self.applied.get(&slot));
                 self.applied.insert(slot, owned);
             }
         }
-        // A merge patch may carry a resourceVersion precondition; an apply
-        // patch's is ignored unless it differs, as with update.
+        if kind != PatchKind::Apply {
+            self.release_changed(&key, manager, status, &old, &patched);
+        }
         self.commit(rt, key, old, patched, status)
+    }
+
+    /// Server-side apply conflicts: a field this apply changes that another
+    /// manager applied is a 409, unless `force` moves it to this manager.
+    fn take_ownership(
+        &mut self,
+        key: &ObjectKey,
+        manager: &str,
+        status: bool,
+        applied: &Value,
+        current: &Value,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        let mut changed = Vec::new();
+        patch::leaf_paths(applied, &mut Vec::new(), &mut changed);
+        changed.retain(|path| patch::get_path(current, path) != patch::get_path(applied, path));
+        let mut conflicts = Vec::new();
+        for ((k, other, sub), record) in self.applied.iter_mut() {
+            if k != key || other == manager || *sub != status {
+                continue;
+            }
+            for path in &changed {
+                if patch::get_path(record, path).is_some() {
+                    if force {
+                        patch::remove_path(record, path);
+                    } else {
+                        conflicts.push(format!("conflict with \"{other}\": .{}", path.join(".")));
+                    }
+                }
+            }
+        }
+        if conflicts.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict(s): {}",
+                    conflicts.len(),
+                    conflicts.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// An update or a non-apply patch takes over the fields it changes: they
+    /// leave every other manager's applied configuration.
+    fn release_changed(
+        &mut self,
+        key: &ObjectKey,
+        manager: Option<&str>,
+        status: bool,
+        old: &Value,
+        new: &Value,
+    ) {
+        for ((k, other, sub), record) in self.applied.iter_mut() {
+            if k != key || Some(other.as_str()) == manager || *sub != status {
+                continue;
+            }
+            let mut paths = Vec::new();
+            patch::leaf_paths(record, &mut Vec::new(), &mut paths);
+            for path in paths {
+                if patch::get_path(old, &path) != patch::get_path(new, &path) {
+                    patch::remove_path(record, &path);
+                }
+            }
+        }
     }
 
     /// Validates and stores an update of `old` to `new`, honouring the

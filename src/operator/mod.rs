@@ -142,7 +142,9 @@ pub async fn run(
                 .with_identity(&election.identity)
                 .with_duration(election.lease_duration.as_secs().max(2))
                 .with_grace((election.lease_duration.as_secs() / 3).max(1))
-                .with_field_manager(format!("{FIELD_MANAGER}-lease"))
+                // A field manager per replica, so the API server's apply
+                // conflicts stop two replicas from taking the lease at once.
+                .with_field_manager(format!("{FIELD_MANAGER}-lease-{}", election.identity))
                 .build()
                 .await
                 .map_err(|e| format!("leader election: {e}"))?;
