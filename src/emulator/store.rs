@@ -337,22 +337,7 @@ impl Store {
             .get(&key)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
-        self.release_changed(&key, manager, status, &old, &object);
-        if let Some(expected) = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && !expected.is_empty()
-            && Some(expected) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-        {
-            return Err(ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                    rt.qualified()
-                ),
-            ));
-        }
+        check_resource_version(rt, name, &object, &old)?;
         if object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -362,6 +347,7 @@ impl Store {
                 "the name of the object does not match the name on the URL",
             ));
         }
+        self.release_changed(&key, manager, status, &old, &object);
         self.commit(rt, key, old, object, status)
     }
 
@@ -397,19 +383,7 @@ impl Store {
         match kind {
             PatchKind::Merge => {
                 // A resourceVersion in a merge patch is a precondition.
-                let expected = body.pointer("/metadata/resourceVersion").and_then(Value::as_str);
-                if expected.is_some_and(|v| {
-                    Some(v) != old.pointer("/metadata/resourceVersion").and_then(Value::as_str)
-                }) {
-                    return Err(ApiError::new(
-                        409,
-                        "Conflict",
-                        format!(
-                            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                            rt.qualified()
-                        ),
-                    ));
-                }
+                check_resource_version(rt, name, &body, &old)?;
                 patch::merge_patch(&mut patched, &body)
             }
             PatchKind::Json => patch::json_patch(&mut patched, &body).map_err(|e| {
@@ -784,6 +758,38 @@ impl Store {
             self.objects.remove(&key);
             self.emit(EventType::Deleted, key, object);
         }
+    }
+}
+
+/// Optimistic concurrency: a `metadata.resourceVersion` in the request must
+/// be the stored one (409 Conflict otherwise); none means no precondition.
+fn check_resource_version(
+    rt: &ResourceType,
+    name: &str,
+    request: &Value,
+    stored: &Value,
+) -> Result<(), ApiError> {
+    let expected = request
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str);
+    match expected {
+        Some(version)
+            if !version.is_empty()
+                && Some(version)
+                    != stored
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str) =>
+        {
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    rt.qualified()
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
