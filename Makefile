@@ -23,8 +23,8 @@ test: deps
 	cargo test --locked --all-features
 
 crds:
-	cargo run --locked -q -- crd --output-dir crds
-	cargo run --locked -q -- crd --output-dir charts/tenantdb/crds
+	cargo run --locked -q --bin tenantdb -- crd --output-dir crds
+	cargo run --locked -q --bin tenantdb -- crd --output-dir charts/tenantdb/crds
 
 # PostgreSQL server binaries (initdb, pg_ctl, psql), kubectl (for the tests
 # against the Kubernetes API emulator) and the Rust lint tools.

@@ -138,6 +138,12 @@ pub struct Capacity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000000))]
     pub max_connections: Option<i32>,
+
+    /// Most CREATE INDEX CONCURRENTLY builds tenantdb runs at once on this
+    /// server, across all its tenants. Default: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_index_builds: Option<i32>,
 }
 
 /// Defaults for tenants placed on a server.

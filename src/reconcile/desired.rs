@@ -11,10 +11,11 @@ use sha2::{Digest, Sha256};
 
 use crate::api::common::is_k8s_name;
 use crate::api::duration::parse_millis;
-use crate::api::tenant_database::{IndexSpec, LimitsSpec, PoolSpec};
+use crate::api::tenant_database::{IndexMethod, IndexSpec, LimitsSpec, PoolSpec};
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::sql::Ident;
 use crate::sql::expression::IndexExpression;
+use crate::sql::index::{IndexDefinition, IndexKey, Method};
 use crate::sql::statements::Setting;
 
 use super::error::SpecError;
@@ -30,6 +31,10 @@ pub const DEFAULT_REPLICAS: i32 = 1;
 /// CONNECTION LIMIT: one for tenantdb's health login, one for a person's
 /// `psql` or a migration job, so neither is refused when the pools are full.
 pub const CONNECTION_RESERVE: i32 = 2;
+
+/// Concurrent index builds per server when its `capacity.maxIndexBuilds`
+/// does not say.
+pub const DEFAULT_MAX_INDEX_BUILDS: usize = 2;
 
 /// Extensions tenants may request when the server sets no
 /// `allowedExtensions`: PostgreSQL's trusted contrib extensions, which a
@@ -61,6 +66,9 @@ pub const DEFAULT_ALLOWED_EXTENSIONS: &[&str] = &[
 /// creates, naming the owning resource.
 pub const OWNER_MARKER_PREFIX: &str = "tenantdb.io/owner=";
 
+/// Separates the owner from the definition fingerprint in an index's marker.
+pub const INDEX_DEFINITION_SEPARATOR: &str = "; definition=";
+
 /// The application's pool contract, fully resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolContract {
@@ -88,12 +96,36 @@ pub struct Desired {
     pub extensions: BTreeSet<String>,
     pub adopt: bool,
     pub secret_name: String,
+    /// The declared indexes, in spec order.
+    pub indexes: Vec<DesiredIndex>,
+    /// Most index builds at once on the tenant's server.
+    pub max_index_builds: usize,
+}
+
+/// One declared index, fully validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredIndex {
+    pub name: Ident,
+    pub definition: IndexDefinition,
+    /// Short hash of the definition's canonical text, kept in the managed
+    /// marker so an unchanged index is recognised without asking PostgreSQL.
+    pub fingerprint: String,
 }
 
 impl Desired {
     /// The ownership marker for this tenant's database and role.
     pub fn marker(&self) -> String {
         format!("{OWNER_MARKER_PREFIX}{}", self.owner)
+    }
+
+    /// The marker on an index tenantdb built for this tenant: the owner,
+    /// and the fingerprint of the definition it was built from.
+    pub fn index_marker(&self, index: &DesiredIndex) -> String {
+        format!(
+            "{}{INDEX_DEFINITION_SEPARATOR}{}",
+            self.marker(),
+            index.fingerprint
+        )
     }
 }
 
@@ -131,7 +163,7 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         }
         extensions.insert(extension.clone());
     }
-    validate_indexes(&spec.indexes)?;
+    let indexes = resolve_indexes(&spec.indexes)?;
     let secret_name = spec.secret_name.clone().unwrap_or_else(|| format!("{name}-db"));
     if !is_k8s_name(&secret_name) {
         return Err(SpecError::new(
@@ -150,6 +182,15 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         extensions,
         adopt: spec.adopt,
         secret_name,
+        indexes,
+        max_index_builds: server
+            .spec
+            .capacity
+            .as_ref()
+            .and_then(|c| c.max_index_builds)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_INDEX_BUILDS),
     })
 }
 
@@ -268,18 +309,28 @@ fn resolve_limits(
     Ok(settings)
 }
 
-/// Checks every declared index before anything runs: names, columns, and
-/// expressions and predicates through the SQL parser.
-fn validate_indexes(indexes: &[IndexSpec]) -> Result<(), SpecError> {
+/// Checks every declared index before anything runs — names, columns, and
+/// expressions and predicates through the SQL parser — and resolves it.
+fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, SpecError> {
     let mut seen = BTreeSet::new();
+    let mut resolved = Vec::new();
     for (i, index) in indexes.iter().enumerate() {
         let at = |field: String| format!("spec.indexes[{i}].{field}");
-        for (field, name) in [
-            ("name", &index.name),
-            ("table", &index.table),
-            ("schema", &index.schema),
-        ] {
-            Ident::parse(name).map_err(|e| SpecError::new(at(field.into()), format!("{name:?} {e}")))?;
+        let ident = |field: &str, name: &str| {
+            Ident::parse(name).map_err(|e| SpecError::new(at(field.into()), format!("{name:?} {e}")))
+        };
+        let (name, table, schema) = (
+            ident("name", &index.name)?,
+            ident("table", &index.table)?,
+            ident("schema", &index.schema)?,
+        );
+        if index.name.starts_with(TEMPORARY_INDEX_PREFIX) {
+            return Err(SpecError::new(
+                at("name".into()),
+                format!(
+                    "names starting with {TEMPORARY_INDEX_PREFIX:?} are reserved for tenantdb's rebuilds"
+                ),
+            ));
         }
         if !seen.insert(index.name.as_str()) {
             return Err(SpecError::new(
@@ -293,44 +344,79 @@ fn validate_indexes(indexes: &[IndexSpec]) -> Result<(), SpecError> {
                 "exactly one of columns or expressions must be given",
             ));
         }
+        let mut keys = Vec::new();
         for (j, column) in index.columns.iter().enumerate() {
-            validate_key_column(column)
-                .map_err(|reason| SpecError::new(at(format!("columns[{j}]")), reason))?;
+            keys.push(
+                key_column(column).map_err(|reason| SpecError::new(at(format!("columns[{j}]")), reason))?,
+            );
         }
+        let mut include = Vec::new();
         for (j, column) in index.include.iter().enumerate() {
-            Ident::parse(column)
-                .map_err(|e| SpecError::new(at(format!("include[{j}]")), format!("{column:?} {e}")))?;
+            include.push(ident(&format!("include[{j}]"), column)?);
         }
         for (j, expression) in index.expressions.iter().enumerate() {
-            IndexExpression::parse(expression)
-                .map_err(|e| SpecError::new(at(format!("expressions[{j}]")), e.to_string()))?;
+            keys.push(IndexKey::Expression(IndexExpression::parse(expression).map_err(
+                |e| SpecError::new(at(format!("expressions[{j}]")), e.to_string()),
+            )?));
         }
-        if let Some(predicate) = &index.predicate {
-            IndexExpression::parse(predicate)
-                .map_err(|e| SpecError::new(at("where".into()), e.to_string()))?;
-        }
+        let predicate = index
+            .predicate
+            .as_deref()
+            .map(IndexExpression::parse)
+            .transpose()
+            .map_err(|e| SpecError::new(at("where".into()), e.to_string()))?;
+        let definition = IndexDefinition {
+            schema,
+            table,
+            unique: index.unique,
+            method: match index.method {
+                IndexMethod::Btree => Method::Btree,
+                IndexMethod::Hash => Method::Hash,
+                IndexMethod::Gin => Method::Gin,
+                IndexMethod::Gist => Method::Gist,
+                IndexMethod::Brin => Method::Brin,
+            },
+            keys,
+            include,
+            predicate,
+        };
+        let digest = Sha256::digest(definition.canonical().as_bytes());
+        let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        resolved.push(DesiredIndex {
+            name,
+            definition,
+            fingerprint,
+        });
     }
-    Ok(())
+    Ok(resolved)
 }
 
+/// Names tenantdb gives indexes while it rebuilds one (the new copy, then
+/// the old one until it is dropped); a spec may not use them.
+pub const TEMPORARY_INDEX_PREFIX: &str = "tenantdb_";
+
 /// `column [ASC|DESC] [NULLS FIRST|LAST]`.
-fn validate_key_column(text: &str) -> Result<(), String> {
+fn key_column(text: &str) -> Result<IndexKey, String> {
     let mut words = text.split_whitespace();
     let column = words.next().ok_or("must not be empty")?;
-    Ident::parse(column).map_err(|e| format!("{column:?} {e}"))?;
+    let column = Ident::parse(column).map_err(|e| format!("{column:?} {e}"))?;
     let rest: Vec<String> = words.map(str::to_uppercase).collect();
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let order_ok = |w: &str| w == "ASC" || w == "DESC";
     let nulls_ok = |w: &str| w == "FIRST" || w == "LAST";
-    let valid = match rest.as_slice() {
-        [] => true,
-        [order] => order_ok(order),
-        ["NULLS", which] => nulls_ok(which),
-        [order, "NULLS", which] => order_ok(order) && nulls_ok(which),
-        _ => false,
+    let (order, nulls) = match rest.as_slice() {
+        [] => (None, None),
+        [order] => (Some(*order), None),
+        ["NULLS", which] => (None, Some(*which)),
+        [order, "NULLS", which] => (Some(*order), Some(*which)),
+        _ => (Some(""), None),
     };
-    if valid {
-        Ok(())
+    if order.is_none_or(order_ok) && nulls.is_none_or(nulls_ok) {
+        Ok(IndexKey::Column {
+            column,
+            descending: order.map(|o| o == "DESC"),
+            nulls_first: nulls.map(|n| n == "FIRST"),
+        })
     } else {
         Err(format!(
             "{text:?}: expected a column name, then optionally ASC or DESC and NULLS FIRST or NULLS LAST"

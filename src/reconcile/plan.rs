@@ -517,6 +517,8 @@ mod tests {
             extensions: BTreeSet::from(["pg_trgm".to_owned()]),
             adopt: false,
             secret_name: "acme-db".into(),
+            indexes: Vec::new(),
+            max_index_builds: 2,
         }
     }
 

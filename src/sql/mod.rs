@@ -9,6 +9,7 @@
 
 pub mod expression;
 mod ident;
+pub mod index;
 pub mod scram;
 pub mod statements;
 
