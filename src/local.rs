@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -18,6 +20,8 @@ use crate::admin_access::{self, AdminCredentials, Password};
 use crate::api::TenantDatabase;
 use crate::connection_secret::{self, Endpoint};
 use crate::manifest::{ManifestError, ManifestSet, Origin};
+use crate::reconcile::index_jobs::IndexJobs;
+use crate::reconcile::indexes::{self, IndexOutcome};
 use crate::reconcile::{self, Desired, Mode, Outcome, ReconcileError, Step, StoredPassword};
 
 /// How tenantdb reaches one server: its admin pool and where applications connect.
@@ -47,6 +51,9 @@ impl TenantJob {
 pub struct Workspace {
     pub servers: BTreeMap<String, ServerHandle>,
     pub jobs: Vec<TenantJob>,
+    /// Index builds, throttled per server like the operator's. A failed
+    /// build is not retried within one run.
+    pub index_jobs: Arc<IndexJobs>,
 }
 
 /// Why the admin connection for a server cannot be built.
@@ -140,7 +147,15 @@ impl Workspace {
                 }),
             }
         }
-        Ok((Self { servers, jobs }, problems))
+        let index_jobs = IndexJobs::new(Duration::from_secs(24 * 3600));
+        Ok((
+            Self {
+                servers,
+                jobs,
+                index_jobs,
+            },
+            problems,
+        ))
     }
 
     fn server(&self, job: &TenantJob) -> &ServerHandle {
@@ -157,6 +172,13 @@ impl Workspace {
     ) -> Result<Outcome, ReconcileError> {
         let server = self.server(job);
         reconcile::provision(&server.pool, &server.admin, &job.desired, stored, mode).await
+    }
+
+    /// Looks at one tenant's indexes and (in [`Mode::Apply`]) starts the
+    /// work they need; the returned jobs run in the background.
+    pub async fn indexes(&self, job: &TenantJob, mode: Mode) -> Result<IndexOutcome, ReconcileError> {
+        let server = self.server(job);
+        indexes::reconcile(&server.admin, &job.desired, &self.index_jobs, mode).await
     }
 
     /// Plans and (in [`Mode::Apply`]) carries out `deletionPolicy: Delete` for one tenant.

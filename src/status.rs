@@ -6,7 +6,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::common::Condition;
-use crate::api::tenant_database::{PoolStatus, TenantDatabaseStatus, TenantPhase};
+use crate::api::tenant_database::{IndexPhase, PoolStatus, TenantDatabaseStatus, TenantPhase};
+use crate::reconcile::indexes::IndexPlan;
 use crate::reconcile::{Desired, ReconcileError};
 
 /// Sets condition `type_` in `conditions`, keeping its transition time when
@@ -173,6 +174,78 @@ pub fn provisioned(
         }
     }
     status
+}
+
+/// What is known of a tenant's indexes after a reconcile.
+pub enum IndexReport<'a> {
+    /// None declared and none left to drop: the tenant database was not looked at.
+    NoneDeclared,
+    /// The plan made for them.
+    Planned(&'a IndexPlan),
+    /// They could not be looked at (the last known states are kept).
+    Unknown(&'a str),
+}
+
+/// Sets `status.indexes` and the `IndexesReady` condition. The tenant's
+/// `Ready` does not depend on its indexes: an index waits (Pending) for the
+/// application's migrations to create its table, and the database is
+/// usable meanwhile.
+pub fn indexes(
+    status: &mut TenantDatabaseStatus,
+    report: IndexReport<'_>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let (ready, reason, message) = match report {
+        IndexReport::NoneDeclared => {
+            status.indexes.clear();
+            (true, "NoIndexes", "no indexes are declared".to_owned())
+        }
+        IndexReport::Unknown(error) => (
+            false,
+            "Unknown",
+            format!("the indexes could not be checked: {error}"),
+        ),
+        IndexReport::Planned(plan) => {
+            status.indexes = plan.statuses.clone();
+            let names = |phase: IndexPhase| -> Vec<&str> {
+                plan.statuses
+                    .iter()
+                    .filter(|s| s.phase == phase)
+                    .map(|s| s.name.as_str())
+                    .collect()
+            };
+            let total = plan.statuses.len();
+            let ready = names(IndexPhase::Ready).len();
+            let mut parts = vec![format!("{ready} of {total} indexes ready")];
+            let mut reason = None;
+            for (phase, label, why) in [
+                (IndexPhase::Invalid, "invalid", "Invalid"),
+                (IndexPhase::Building, "building", "Building"),
+                (IndexPhase::Pending, "pending", "Pending"),
+            ] {
+                let names = names(phase);
+                if !names.is_empty() {
+                    parts.push(format!("{label}: {}", names.join(", ")));
+                    reason.get_or_insert(why);
+                }
+            }
+            if plan.dropping > 0 {
+                parts.push(format!("dropping {} no longer declared", plan.dropping));
+                reason.get_or_insert("Dropping");
+            }
+            (reason.is_none(), reason.unwrap_or("AllReady"), parts.join("; "))
+        }
+    };
+    set_condition(
+        &mut status.conditions,
+        "IndexesReady",
+        ready,
+        reason,
+        &message,
+        generation,
+        now,
+    );
 }
 
 /// Status while a deletion is waiting on something (`message` says what).

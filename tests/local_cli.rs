@@ -424,3 +424,175 @@ async fn fifty_tenants_are_provisioned_and_each_is_usable() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn plan_shows_index_steps_and_apply_builds_them_once_the_table_exists() {
+    let dir = workdir("indexes").await;
+    std::fs::write(
+        dir.join("manifests/tenants.yaml"),
+        tenant_yaml(
+            "cliidx",
+            "shop",
+            "{server: test-pg, indexes: [{name: orders_recent, table: orders, columns: [created_at DESC], where: 'deleted_at IS NULL'}]}",
+        ),
+    )
+    .unwrap();
+    let (m, secrets) = (dir.join("manifests"), dir.join("secrets"));
+    let (m, s) = (m.to_str().unwrap(), secrets.to_str().unwrap());
+
+    // Before the database exists, plan says the index waits for it.
+    let first = tenantdb(&["plan", "-f", m, "--secrets-dir", s]);
+    assert!(
+        text(&first.stdout)
+            .contains("-- index orders_recent: built once the database exists and table public.orders does"),
+        "{}",
+        text(&first.stdout)
+    );
+    // Applied without the table: the tenant is Ready, the index Pending.
+    let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", s, "-o", "json"]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let objects: Vec<tenantdb::api::TenantDatabase> = serde_json::from_slice(&applied.stdout).unwrap();
+    let status = objects[0].status.as_ref().unwrap();
+    assert_eq!(
+        status.phase,
+        Some(tenantdb::api::tenant_database::TenantPhase::Ready)
+    );
+    assert_eq!(
+        status.indexes[0].phase,
+        tenantdb::api::tenant_database::IndexPhase::Pending
+    );
+    let indexes_ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "IndexesReady")
+        .unwrap();
+    assert_eq!(
+        (indexes_ready.status.as_str(), indexes_ready.reason.as_str()),
+        ("False", "Pending")
+    );
+    let pending = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(pending.status.code(), Some(0), "{}", text(&pending.stdout));
+    assert!(
+        text(&pending.stdout)
+            .contains("-- index orders_recent: Pending: table public.orders does not exist yet"),
+        "{}",
+        text(&pending.stdout)
+    );
+
+    let url = read_secret(&secrets.join("cliidx-shop-db.yaml"))
+        .string_data
+        .unwrap()["DATABASE_URL"]
+        .clone();
+    let migrate = psql(
+        &url,
+        "CREATE TABLE orders (id serial, created_at timestamptz, deleted_at timestamptz)",
+    );
+    assert!(migrate.status.success(), "{}", text(&migrate.stderr));
+
+    let plan = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan.stdout));
+    assert!(
+        text(&plan.stdout).contains(
+            "  CREATE INDEX CONCURRENTLY \"orders_recent\" ON \"public\".\"orders\" USING btree (\"created_at\" DESC) WHERE (deleted_at IS NULL);"
+        ),
+        "{}",
+        text(&plan.stdout)
+    );
+    let built = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let progress = text(&built.stderr);
+    assert!(
+        progress.contains("cliidx/shop: build index orders_recent…"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("cliidx/shop: build index orders_recent done ("),
+        "{progress}"
+    );
+    assert!(
+        text(&built.stdout).contains("Ready        1/1"),
+        "{}",
+        text(&built.stdout)
+    );
+    let valid = psql(
+        &url,
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_recent'::regclass",
+    );
+    assert_eq!(text(&valid.stdout).trim(), "t");
+
+    let converged = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(converged.status.code(), Some(0), "{}", text(&converged.stdout));
+    let again = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(
+        text(&again.stderr).contains("cliidx/shop: up to date"),
+        "{}",
+        text(&again.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn hostile_index_expressions_are_refused_by_field_and_change_nothing() {
+    let hostile: [(&str, &str); 18] = [
+        ("where", "true; DROP TABLE orders"),
+        ("where", "deleted_at IS NULL; DELETE FROM orders"),
+        ("where", "id IN (SELECT id FROM orders)"),
+        ("where", "EXISTS (SELECT 1 FROM pg_authid)"),
+        ("where", "pg_sleep(10) IS NULL"),
+        ("where", "true -- and a comment"),
+        ("where", "true /* hidden */"),
+        ("where", "status = 'open"),
+        ("where", "DROP TABLE orders"),
+        ("where", "current_setting('is_superuser') = 'on'"),
+        ("expressions", "pg_read_file('/etc/passwd')"),
+        ("expressions", "(SELECT max(id) FROM orders)"),
+        ("expressions", "lower(email)); DROP TABLE orders; --"),
+        ("expressions", "random()"),
+        ("expressions", "orders.email"),
+        ("expressions", "'unbalanced"),
+        ("expressions", "lo_import('/etc/passwd')"),
+        ("expressions", "ALTER ROLE x SUPERUSER"),
+    ];
+    let dir = workdir("hostile").await;
+    let mut manifests = String::new();
+    for (i, (field, text)) in hostile.iter().enumerate() {
+        let value = serde_json::to_string(text).unwrap();
+        let index = match *field {
+            "where" => format!("{{name: i, table: orders, columns: [id], where: {value}}}"),
+            _ => format!("{{name: i, table: orders, expressions: [{value}]}}"),
+        };
+        manifests += &tenant_yaml(
+            "clihostile",
+            &format!("t{i}"),
+            &format!("{{server: test-pg, indexes: [{index}]}}"),
+        );
+    }
+    std::fs::write(dir.join("manifests/tenants.yaml"), manifests).unwrap();
+    let m = dir.join("manifests");
+    let m = m.to_str().unwrap();
+    for command in ["plan", "apply"] {
+        let output = tenantdb(&[command, "-f", m]);
+        assert_eq!(output.status.code(), Some(1), "{command}");
+        let stderr = text(&output.stderr);
+        for (i, (field, _)) in hostile.iter().enumerate() {
+            let field = match *field {
+                "where" => "spec.indexes[0].where",
+                _ => "spec.indexes[0].expressions[0]",
+            };
+            // Errors name the document (file:number) and the field.
+            let at = format!("tenants.yaml:{}: {field}: ", i + 1);
+            assert!(
+                stderr.lines().any(|l| l.contains(&at)),
+                "t{i} refused at {at}: {stderr}"
+            );
+        }
+    }
+    let mut conn = support::connect().await;
+    let created: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE starts_with(datname, 'clihostile')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(created, 0, "nothing was executed for a refused tenant");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

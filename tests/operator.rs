@@ -42,6 +42,7 @@ impl Operator {
             namespaces,
             concurrency: 8,
             resync,
+            index_retry: Duration::from_secs(1),
             http_addr: http,
             leader_election: None,
         };
@@ -314,12 +315,25 @@ async fn a_tenant_becomes_ready_with_a_working_secret_and_follows_spec_changes()
         PgConnection::connect(&data["DATABASE_URL"]).await.is_err(),
         "the old one no longer does"
     );
-    assert!(
-        event_reasons(&cluster, &ns, "acme")
-            .await
-            .contains(&"Provisioned".to_owned())
-    );
+    wait_event(&cluster, &ns, "acme", "Provisioned").await;
     operator.stop().await;
+}
+
+/// Waits for an Event with `reason` about `name` (Events are published
+/// just after the status write that a test usually waits for).
+async fn wait_event(cluster: &TestCluster, namespace: &str, name: &str, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reasons = event_reasons(cluster, namespace, name).await;
+        if reasons.iter().any(|r| r == reason) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} Event about {name}: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The reasons of the Events about `name` in `namespace`.
@@ -436,11 +450,7 @@ async fn an_ownership_conflict_stalls_the_second_tenant_and_drops_nothing() {
         "{message}"
     );
     assert_eq!(condition(&stalled, "Ready").unwrap().status, "False");
-    assert!(
-        event_reasons(&cluster, &second_ns, "second")
-            .await
-            .contains(&"Conflict".to_owned())
-    );
+    wait_event(&cluster, &second_ns, "second", "Conflict").await;
 
     let second_api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &second_ns);
     second_api
@@ -487,11 +497,7 @@ async fn delete_drops_and_retain_keeps_and_a_namespace_of_tenants_goes_away() {
     assert!(!database_exists(&gone_db).await, "Delete dropped the database");
     assert_eq!(role_connection_limit(&gone_db).await, None, "and the role");
     wait_gone(&secrets, "gone-db").await;
-    assert!(
-        event_reasons(&cluster, &ns, "gone")
-            .await
-            .contains(&"Deleted".to_owned())
-    );
+    wait_event(&cluster, &ns, "gone", "Deleted").await;
 
     api.delete("kept", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "kept").await;
@@ -560,11 +566,7 @@ async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
     })
     .await;
     assert_eq!(condition(&degraded, "Ready").unwrap().status, "False");
-    assert!(
-        event_reasons(&cluster, &ns, "acme")
-            .await
-            .contains(&"Degraded".to_owned())
-    );
+    wait_event(&cluster, &ns, "acme", "Degraded").await;
     tokio::task::block_in_place(|| postgres.resume()).unwrap();
     wait_ready(&cluster, &ns, "acme").await;
     operator.stop().await;
@@ -623,11 +625,7 @@ async fn a_deletion_blocked_by_an_outage_says_why_and_completes_later() {
         "{}",
         ready.message
     );
-    assert!(
-        event_reasons(&cluster, &ns, "acme")
-            .await
-            .contains(&"DeletionBlocked".to_owned())
-    );
+    wait_event(&cluster, &ns, "acme", "DeletionBlocked").await;
     assert!(
         api.get_opt("acme").await.unwrap().is_some(),
         "the finalizer holds the object"
@@ -863,5 +861,171 @@ async fn an_operator_watching_some_namespaces_leaves_the_others_alone() {
         "no finalizer outside the watched namespaces"
     );
     assert!(!database_exists(&format!("{}_acme", other.replace('-', "_"))).await);
+    operator.stop().await;
+}
+
+/// `name → indisvalid` of the indexes on `table` in `database`.
+async fn indexes_in(database: &str, table: &str) -> BTreeMap<String, bool> {
+    let mut conn = PgConnection::connect_with(&support::server_options().database(database))
+        .await
+        .unwrap();
+    sqlx::query_as::<_, (String, bool)>(
+        "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+          WHERE i.indrelid = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+fn index_phase(tenant: &TenantDatabase, name: &str) -> Option<(String, String)> {
+    let index = tenant.status.as_ref()?.indexes.iter().find(|i| i.name == name)?;
+    Some((
+        format!("{:?}", index.phase),
+        index.message.clone().unwrap_or_default(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_wait_for_their_table_and_heal_a_failed_build_with_per_index_status() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("indexes");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("indexes").await;
+    // Pending indexes are looked at again on the resync.
+    let operator = Operator::start(&cluster, Duration::from_secs(2));
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let created = json!({"name": "orders_created", "table": "orders", "columns": ["created_at"]});
+    add_tenant(
+        &cluster,
+        &ns,
+        "shop",
+        json!({"server": server, "indexes": [created]}),
+    )
+    .await;
+
+    // The database is ready while the index waits for the app's migrations.
+    let tenant = wait_for(&cluster, &ns, "shop", "a Pending index", |t| {
+        index_phase(t, "orders_created").is_some()
+    })
+    .await;
+    assert_eq!(condition(&tenant, "Ready").unwrap().status, "True");
+    assert_eq!(
+        index_phase(&tenant, "orders_created").unwrap(),
+        ("Pending".into(), "table public.orders does not exist yet".into())
+    );
+    let indexes_ready = condition(&tenant, "IndexesReady").unwrap();
+    assert_eq!(
+        (indexes_ready.status.as_str(), indexes_ready.reason.as_str()),
+        ("False", "Pending")
+    );
+    let database = tenant.status.unwrap().database_name.unwrap();
+
+    let url = secret_data(&cluster, &ns, "shop-db").await["DATABASE_URL"].clone();
+    let mut app = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE orders (id serial, email text, total numeric, created_at timestamptz DEFAULT now());
+         INSERT INTO orders (email, total) VALUES ('a@example.com', 1), ('b@example.com', 2), ('a@example.com', 3);
+         CREATE INDEX orders_total_by_app ON orders (total);",
+    )
+    .execute(&mut app)
+    .await
+    .unwrap();
+    let tenant = wait_for(&cluster, &ns, "shop", "the index Ready", |t| {
+        condition(t, "IndexesReady").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(index_phase(&tenant, "orders_created").unwrap().0, "Ready");
+    assert!(
+        indexes_in(&database, "orders").await["orders_created"],
+        "orders_created is valid"
+    );
+
+    // A unique index over duplicate rows: the build fails, PostgreSQL keeps
+    // an INVALID index, and status says so with PostgreSQL's reason.
+    let email = json!({"name": "orders_email", "table": "orders", "columns": ["email"], "unique": true});
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"indexes": [created, email]}})),
+    )
+    .await
+    .unwrap();
+    let tenant = wait_for(&cluster, &ns, "shop", "an Invalid index", |t| {
+        index_phase(t, "orders_email").is_some_and(|(phase, _)| phase == "Invalid")
+    })
+    .await;
+    let (_, message) = index_phase(&tenant, "orders_email").unwrap();
+    assert!(
+        message.contains("could not create unique index \"orders_email\""),
+        "{message}"
+    );
+    assert_eq!(condition(&tenant, "IndexesReady").unwrap().reason, "Invalid");
+    assert_eq!(condition(&tenant, "Ready").unwrap().status, "True");
+    assert!(
+        !indexes_in(&database, "orders").await["orders_email"],
+        "orders_email is invalid"
+    );
+
+    // Once the duplicate is gone, the next retry drops and rebuilds it.
+    sqlx::query("DELETE FROM orders WHERE id = 3")
+        .execute(&mut app)
+        .await
+        .unwrap();
+    let tenant = wait_for(&cluster, &ns, "shop", "both indexes Ready", |t| {
+        condition(t, "IndexesReady").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert_eq!(index_phase(&tenant, "orders_email").unwrap().0, "Ready");
+    assert!(
+        indexes_in(&database, "orders").await["orders_email"],
+        "orders_email is valid"
+    );
+
+    // Removed from the spec: dropped; the app's own index stays.
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"indexes": [email]}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&cluster, &ns, "shop", "orders_created dropped", |t| {
+        t.status.as_ref().is_some_and(|s| s.indexes.len() == 1)
+            && condition(t, "IndexesReady").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let left = indexes_in(&database, "orders").await;
+    assert_eq!(
+        left.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["orders_email", "orders_total_by_app"]
+    );
+
+    // A hostile predicate is refused before anything runs.
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"indexes": [
+            {"name": "evil", "table": "orders", "columns": ["id"], "where": "true; DROP TABLE orders"}
+        ]}})),
+    )
+    .await
+    .unwrap();
+    let tenant = wait_for(&cluster, &ns, "shop", "Stalled on the bad spec", |t| {
+        condition(t, "Stalled").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let stalled = condition(&tenant, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "InvalidSpec");
+    assert!(
+        stalled.message.contains("spec.indexes[0].where"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(indexes_in(&database, "orders").await, left);
+    app.close().await.unwrap();
     operator.stop().await;
 }

@@ -12,10 +12,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tenantdb::admin_access::Password;
 use tenantdb::api::TenantDatabase;
 use tenantdb::api::tenant_database::DeletionPolicy;
+use tenantdb::api::tenant_database::IndexPhase;
 use tenantdb::local::{self, TenantJob, Workspace};
 use tenantdb::manifest::{ManifestError, ManifestSet, SchemaValidator};
+use tenantdb::reconcile::indexes::{self, IndexPlan};
 use tenantdb::reconcile::{Mode, Outcome, ReconcileError, Step, StoredPassword};
-use tenantdb::status::Failure;
+use tenantdb::status::{Failure, IndexReport};
 
 #[derive(clap::Args)]
 pub struct Common {
@@ -106,11 +108,43 @@ fn stored(password: &Option<Option<Password>>) -> StoredPassword<'_> {
     }
 }
 
+/// What a dry run says of a tenant's indexes.
+enum IndexView {
+    /// Nothing declared and nothing of tenantdb's found.
+    Nothing,
+    Planned(IndexPlan),
+    /// The database does not exist yet (or cannot be looked into until the
+    /// database steps are applied): every declared index will wait for its table.
+    AfterProvisioning,
+}
+
+/// The index plan of a tenant whose database steps are `steps`.
+async fn index_view(
+    workspace: &Workspace,
+    job: &TenantJob,
+    steps: &[Step],
+) -> Result<IndexView, ReconcileError> {
+    if steps.iter().any(|s| matches!(s, Step::CreateDatabase { .. })) {
+        return Ok(IndexView::AfterProvisioning);
+    }
+    match workspace.indexes(job, Mode::DryRun).await {
+        Ok(outcome) if outcome.plan.statuses.is_empty() && outcome.plan.actions.is_empty() => {
+            Ok(IndexView::Nothing)
+        }
+        Ok(outcome) => Ok(IndexView::Planned(outcome.plan)),
+        // Access to the database may be what the database steps fix.
+        Err(_) if !steps.is_empty() => Ok(IndexView::AfterProvisioning),
+        Err(error) => Err(error),
+    }
+}
+
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common).await?;
     let results = for_each_job(&workspace, args.common.concurrency, async |job| {
         let password = secret_password(&args.common, job)?;
-        Ok::<_, anyhow::Error>(workspace.provision(job, stored(&password), Mode::DryRun).await?)
+        let outcome = workspace.provision(job, stored(&password), Mode::DryRun).await?;
+        let indexes = index_view(&workspace, job, &outcome.plan.steps).await?;
+        Ok::<_, anyhow::Error>((outcome, indexes))
     })
     .await;
     workspace.close().await;
@@ -125,15 +159,57 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             job.desired.role.as_str()
         );
         match result {
-            Ok(outcome) if outcome.plan.steps.is_empty() => {
-                converged += 1;
-                println!("{header}: up to date");
-            }
-            Ok(outcome) => {
-                changing += 1;
-                println!("{header}: {} step(s)", outcome.plan.steps.len());
+            Ok((outcome, indexes)) => {
+                let index_actions = match &indexes {
+                    IndexView::Planned(plan) => plan.actions.as_slice(),
+                    _ => &[],
+                };
+                let pending_builds = match &indexes {
+                    IndexView::AfterProvisioning => job.desired.indexes.len(),
+                    _ => 0,
+                };
+                let steps = outcome.plan.steps.len() + index_actions.len();
+                if steps + pending_builds == 0 {
+                    converged += 1;
+                    println!("{header}: up to date");
+                } else {
+                    changing += 1;
+                    println!("{header}: {steps} step(s)");
+                }
                 for step in &outcome.plan.steps {
                     println!("  {step};");
+                }
+                for action in index_actions {
+                    for line in action.display(&job.desired).lines() {
+                        println!("  {line}");
+                    }
+                }
+                match &indexes {
+                    IndexView::Planned(plan) => {
+                        for status in &plan.statuses {
+                            if status.phase != IndexPhase::Ready
+                                && !index_actions.iter().any(|a| a.index_name() == status.name)
+                            {
+                                println!(
+                                    "  -- index {}: {:?}: {}",
+                                    status.name,
+                                    status.phase,
+                                    status.message.as_deref().unwrap_or("")
+                                );
+                            }
+                        }
+                    }
+                    IndexView::AfterProvisioning => {
+                        for index in &job.desired.indexes {
+                            println!(
+                                "  -- index {}: built once the database exists and table {}.{} does",
+                                index.name.as_str(),
+                                index.definition.schema.as_str(),
+                                index.definition.table.as_str()
+                            );
+                        }
+                    }
+                    IndexView::Nothing => {}
                 }
             }
             Err(error) => {
@@ -160,11 +236,14 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         let result = apply_one(&workspace, common, job).await;
         let elapsed = started.elapsed().as_millis();
         match &result {
-            Ok(outcome) if outcome.executed == 0 => eprintln!("{}: up to date ({elapsed} ms)", job.key()),
-            Ok(outcome) => eprintln!(
-                "{}: {} step(s) applied ({elapsed} ms)",
+            Ok(applied) if applied.outcome.executed == 0 && applied.index_jobs == 0 => {
+                eprintln!("{}: up to date ({elapsed} ms)", job.key())
+            }
+            Ok(applied) => eprintln!(
+                "{}: {} step(s) and {} index step(s) applied ({elapsed} ms)",
                 job.key(),
-                outcome.executed
+                applied.outcome.executed,
+                applied.index_jobs
             ),
             Err(error) => eprintln!("{}: {}: {error:#}", job.origin, job.key()),
         }
@@ -181,8 +260,10 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .err()
             .and_then(|e| e.downcast_ref::<ReconcileError>());
-        if result.is_err() {
-            failed += 1;
+        match result {
+            Err(_) => failed += 1,
+            Ok(applied) if applied.index_failures > 0 => failed += 1,
+            Ok(_) => {}
         }
         let failure = match (result, error) {
             (Ok(_), _) => None,
@@ -193,13 +274,22 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let mut object: TenantDatabase = job.tenant.clone();
-        object.status = Some(tenantdb::status::provisioned(
+        let mut status = tenantdb::status::provisioned(
             None,
             object.metadata.generation,
             Some(&job.desired),
             failure.as_ref().map_or(Ok(()), Err),
             &now,
-        ));
+        );
+        if let Ok(applied) = result {
+            let report = if applied.indexes.statuses.is_empty() && applied.indexes.dropping == 0 {
+                IndexReport::NoneDeclared
+            } else {
+                IndexReport::Planned(&applied.indexes)
+            };
+            tenantdb::status::indexes(&mut status, report, object.metadata.generation, &now);
+        }
+        object.status = Some(status);
         objects.push(object);
     }
 
@@ -207,13 +297,20 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
         Output::Table => {
             println!(
-                "{:<32} {:<32} {:<12} CONNECTION LIMIT",
-                "TENANT", "DATABASE", "PHASE"
+                "{:<32} {:<32} {:<12} {:<8} CONNECTION LIMIT",
+                "TENANT", "DATABASE", "PHASE", "INDEXES"
             );
             for object in &objects {
                 let status = object.status.as_ref();
+                let indexes = match status.map(|s| &s.indexes) {
+                    Some(indexes) if !indexes.is_empty() => {
+                        let ready = indexes.iter().filter(|i| i.phase == IndexPhase::Ready).count();
+                        format!("{ready}/{}", indexes.len())
+                    }
+                    _ => "-".to_owned(),
+                };
                 println!(
-                    "{:<32} {:<32} {:<12} {}",
+                    "{:<32} {:<32} {:<12} {:<8} {}",
                     format!(
                         "{}/{}",
                         object.metadata.namespace.as_deref().unwrap_or("default"),
@@ -223,6 +320,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                     status
                         .and_then(|s| s.phase)
                         .map_or("-".to_owned(), |p| format!("{p:?}")),
+                    indexes,
                     status
                         .and_then(|s| s.pool.as_ref())
                         .map_or("-".to_owned(), |p| p.connection_limit.to_string()),
@@ -237,9 +335,20 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn apply_one(workspace: &Workspace, common: &Common, job: &TenantJob) -> anyhow::Result<Outcome> {
+/// What `apply` did for one tenant.
+struct Applied {
+    outcome: Outcome,
+    /// The indexes' states once their builds ended.
+    indexes: IndexPlan,
+    /// Index actions taken, and how many of them failed.
+    index_jobs: usize,
+    index_failures: usize,
+}
+
+async fn apply_one(workspace: &Workspace, common: &Common, job: &TenantJob) -> anyhow::Result<Applied> {
     let password = secret_password(common, job)?;
     let outcome = workspace.provision(job, stored(&password), Mode::Apply).await?;
+    let (indexes, index_jobs, index_failures) = build_indexes(workspace, job).await?;
     if let (Some(dir), Some(password)) = (&common.secrets_dir, &outcome.plan.password) {
         std::fs::create_dir_all(dir)?;
         let secret = workspace.connection_secret(job, password);
@@ -250,7 +359,49 @@ async fn apply_one(workspace: &Workspace, common: &Common, job: &TenantJob) -> a
             job.key()
         );
     }
-    Ok(outcome)
+    Ok(Applied {
+        outcome,
+        indexes,
+        index_jobs,
+        index_failures,
+    })
+}
+
+/// Starts the tenant's index work and waits for it, saying what happens as
+/// it happens; then looks again for the final states.
+async fn build_indexes(
+    workspace: &Workspace,
+    job: &TenantJob,
+) -> Result<(IndexPlan, usize, usize), ReconcileError> {
+    let outcome = workspace.indexes(job, Mode::Apply).await?;
+    let started = outcome.plan.actions.len();
+    let mut running = futures::stream::FuturesUnordered::new();
+    for (action, handle) in outcome.started {
+        eprintln!("{}: {}…", job.key(), action.describe());
+        let started = Instant::now();
+        running.push(async move {
+            let _ = handle.await;
+            (action, started.elapsed())
+        });
+    }
+    let mut failures = 0;
+    while let Some((action, elapsed)) = running.next().await {
+        let record = indexes::job_record(&workspace.index_jobs, &job.desired, &action);
+        match record.and_then(|r| r.last_error) {
+            None => eprintln!(
+                "{}: {} done ({} ms)",
+                job.key(),
+                action.describe(),
+                elapsed.as_millis()
+            ),
+            Some(error) => {
+                failures += 1;
+                eprintln!("{}: {} failed: {error}", job.key(), action.describe());
+            }
+        }
+    }
+    let after = workspace.indexes(job, Mode::DryRun).await?;
+    Ok((after.plan, started, failures))
 }
 
 pub async fn delete(common: Common) -> anyhow::Result<ExitCode> {

@@ -32,6 +32,10 @@ pub struct Args {
     #[arg(long, env = "TENANTDB_RESYNC", default_value = "5m", value_parser = parse_interval)]
     resync: Duration,
 
+    /// First retry delay of a failed index build, doubled per failure in a row (at most 10m).
+    #[arg(long, env = "TENANTDB_INDEX_RETRY", default_value = "30s", value_parser = parse_interval)]
+    index_retry: Duration,
+
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "TENANTDB_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -88,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         namespaces: args.namespaces,
         concurrency: args.concurrency.max(1),
         resync: args.resync,
+        index_retry: args.index_retry,
         http_addr: args.http_addr,
         leader_election: (!args.no_leader_election).then(|| LeaderElection {
             namespace: args.lease_namespace,

@@ -2,7 +2,7 @@
 //! metrics, settings, and per-object failure counts for backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use super::pools::AdminPools;
 use crate::admin_access::{AdminCredentials, CredentialsError};
 use crate::api::common::SecretReference;
+use crate::reconcile::index_jobs::IndexJobs;
 
 /// The one field manager every tenantdb write uses.
 pub const FIELD_MANAGER: &str = "tenantdb";
@@ -29,6 +30,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// How often a converged object is looked at again.
     pub resync: Duration,
+    /// Background index builds and drops, throttled per server.
+    pub index_jobs: Arc<IndexJobs>,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -36,13 +39,20 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, recorder: Recorder, metrics: Metrics, resync: Duration) -> Self {
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        metrics: Metrics,
+        resync: Duration,
+        index_jobs: Arc<IndexJobs>,
+    ) -> Self {
         Self {
             client,
             pools: AdminPools::default(),
             recorder,
             metrics,
             resync,
+            index_jobs,
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

@@ -30,6 +30,7 @@ pub use context::{FIELD_MANAGER, FINALIZER};
 
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::reconcile::ErrorCategory;
+use crate::reconcile::index_jobs::IndexJobs;
 
 /// A reconcile failure, as the controllers see it.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,8 @@ pub struct Config {
     pub concurrency: u16,
     /// How often a converged object is looked at again.
     pub resync: Duration,
+    /// First retry delay of a failed index build (doubled per failure).
+    pub index_retry: Duration,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub http_addr: SocketAddr,
     /// `None` runs the controllers unconditionally (a single replica).
@@ -125,6 +128,7 @@ pub async fn run(
         recorder,
         metrics::Metrics::default(),
         config.resync,
+        IndexJobs::new(config.index_retry),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let http = http::serve(config.http_addr, ctx.clone(), ready.clone()).await?;
@@ -250,7 +254,7 @@ async fn controllers(
 
     let (stop_all, stopped) = tokio::sync::watch::channel(false);
     let mut runs = Vec::new();
-    for (controller, managed_secrets) in tenant_controllers {
+    for (scope, (controller, managed_secrets)) in scopes.iter().zip(tenant_controllers) {
         // A server's spec or its admin Secret changing re-queues its tenants
         // (those in this controller's cache).
         let tenants_of_server = {
@@ -290,8 +294,32 @@ async fn controllers(
         // Admin Secrets are watched by metadata only: their contents are read
         // when needed, and the operator keeps no copy of every Secret.
         let admin_secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+        // An index job ending re-queues its tenant, so Building turns into
+        // Ready (or the failure) without waiting for a resync.
+        let finished_jobs = futures::stream::unfold(ctx.index_jobs.finished(), |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(owner) => return Some((owner, receiver)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .filter_map({
+            let scope = scope.clone();
+            move |owner: String| {
+                let target = owner.split_once('/').and_then(|(ns, name)| {
+                    scope
+                        .as_ref()
+                        .is_none_or(|s| s == ns)
+                        .then(|| ObjectRef::<TenantDatabase>::new(name).within(ns))
+                });
+                futures::future::ready(target)
+            }
+        });
         let run = controller
             .owns_stream(managed_secrets)
+            .reconcile_on(finished_jobs)
             .watches(servers_api.clone(), watcher::Config::default(), move |server| {
                 by_server(&server.name_any())
             })

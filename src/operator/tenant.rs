@@ -4,7 +4,7 @@
 //! `deletionPolicy`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -20,11 +20,11 @@ use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::metrics::{ControllerLabel, ReconcileLabels};
 use super::{OperatorError, Stores};
 use crate::admin_access::AdminCredentials;
-use crate::api::tenant_database::{DeletionPolicy, TenantDatabaseStatus};
+use crate::api::tenant_database::{DeletionPolicy, IndexPhase, TenantDatabaseStatus};
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::connection_secret::{self, Endpoint};
-use crate::reconcile::{self, Desired, Mode, StoredPassword};
-use crate::status::{self, Failure};
+use crate::reconcile::{self, Desired, Mode, StoredPassword, indexes};
+use crate::status::{self, Failure, IndexReport};
 
 /// Everything a tenant's reconcile needs to reach its server.
 struct Located {
@@ -154,16 +154,72 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     if outcome.executed > 0 {
         tracing::info!(tenant = %key(&tenant), steps = outcome.executed, "applied changes");
     }
-    let new = status::provisioned(
+    let now = now();
+    let mut new = status::provisioned(
         tenant.status.as_ref(),
         tenant.metadata.generation,
         Some(&located.desired),
         Ok(()),
-        &now(),
+        &now,
     );
+    let mut requeue = ctx.resync_jittered();
+    if indexes_need_a_look(&tenant, &located.desired) {
+        match indexes::reconcile(&admin, &located.desired, &ctx.index_jobs, Mode::Apply).await {
+            Ok(outcome) => {
+                let plan = &outcome.plan;
+                status::indexes(
+                    &mut new,
+                    IndexReport::Planned(plan),
+                    tenant.metadata.generation,
+                    &now,
+                );
+                // A job's end re-queues the tenant at once; this is the safety net.
+                if plan.statuses.iter().any(|s| s.phase == IndexPhase::Building) || plan.dropping > 0 {
+                    requeue = requeue.min(INDEX_CHECK_BACK);
+                }
+                if let Some(at) = plan.retry_at {
+                    requeue = requeue
+                        .min(at.saturating_duration_since(Instant::now()) + Duration::from_millis(100));
+                }
+            }
+            Err(error) => {
+                let message = error.to_string();
+                status::indexes(
+                    &mut new,
+                    IndexReport::Unknown(&message),
+                    tenant.metadata.generation,
+                    &now,
+                );
+                requeue = requeue.min(INDEX_CHECK_BACK);
+            }
+        }
+    } else {
+        status::indexes(
+            &mut new,
+            IndexReport::NoneDeclared,
+            tenant.metadata.generation,
+            &now,
+        );
+    }
     write_status(&tenant, ctx, new).await?;
     ctx.succeeded(&key(&tenant));
-    Ok(Action::requeue(ctx.resync_jittered()))
+    Ok(Action::requeue(requeue))
+}
+
+/// How soon a tenant with index work in flight is looked at again, at the
+/// latest (a job's end re-queues it at once).
+const INDEX_CHECK_BACK: Duration = Duration::from_secs(60);
+
+/// Whether the tenant database must be looked at for indexes: some are
+/// declared, or were (and may still need dropping), or the last look did
+/// not end well.
+fn indexes_need_a_look(tenant: &TenantDatabase, desired: &Desired) -> bool {
+    let status = tenant.status.as_ref();
+    !desired.indexes.is_empty()
+        || status.is_some_and(|s| !s.indexes.is_empty())
+        || status
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "IndexesReady"))
+            .is_some_and(|c| c.status != "True")
 }
 
 /// Writes the failure to status and Events, then: a permanent failure waits

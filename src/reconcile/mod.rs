@@ -8,6 +8,8 @@
 pub mod apply;
 pub mod desired;
 pub mod error;
+pub mod index_jobs;
+pub mod indexes;
 pub mod observe;
 pub mod plan;
 
