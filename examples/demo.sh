@@ -26,3 +26,20 @@ if "$psql" -X "${url/\/tenants_acme\?//tenants_globex?}" -c "SELECT 1" 2>&1; the
   echo "isolation broken: acme reached globex's database" >&2
   exit 1
 fi
+
+echo; echo "== globex's application runs its migrations; apply builds the declared indexes online"
+globex=$(sed -n 's/^  DATABASE_URL: //p' "$secrets/tenants-globex-db.yaml")
+"$psql" -X -q "$globex" -c "
+  CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint, status text, total numeric,
+                       created_at timestamptz DEFAULT now(), deleted_at timestamptz);
+  CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);
+  CREATE SCHEMA app;
+  CREATE TABLE app.events (id bigserial PRIMARY KEY, payload jsonb);"
+"$tenantdb" apply -f examples/ --secrets-dir "$secrets"
+"$psql" -X "$globex" -c "
+  SELECT c.relname AS index, i.indisvalid AS valid, pg_get_indexdef(c.oid) AS definition
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+   WHERE obj_description(c.oid, 'pg_class') LIKE 'tenantdb.io/%' ORDER BY 1"
+
+echo; echo "== tenantdb plan: indexes in place, nothing to do"
+"$tenantdb" plan -f examples/ --secrets-dir "$secrets" --detailed-exitcode
