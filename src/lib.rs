@@ -7,6 +7,7 @@ pub mod api;
 pub mod connection_secret;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod health;
 pub mod local;
 pub mod manifest;
 pub mod operator;

@@ -19,6 +19,7 @@ use sqlx::postgres::PgConnectOptions;
 use crate::admin_access::{self, AdminCredentials, Password};
 use crate::api::TenantDatabase;
 use crate::connection_secret::{self, Endpoint};
+use crate::health::HealthPolicy;
 use crate::manifest::{ManifestError, ManifestSet, Origin};
 use crate::reconcile::index_jobs::IndexJobs;
 use crate::reconcile::indexes::{self, IndexOutcome};
@@ -30,6 +31,8 @@ pub struct ServerHandle {
     pub pool: PgPool,
     pub admin: PgConnectOptions,
     pub endpoint: Endpoint,
+    /// Its `spec.healthCheck`, resolved.
+    pub health: HealthPolicy,
 }
 
 /// One tenant to act on.
@@ -121,6 +124,7 @@ impl Workspace {
                     pool: admin_access::admin_pool(admin.clone(), concurrency),
                     admin,
                     endpoint,
+                    health: HealthPolicy::of(&server.object),
                 },
             );
         }

@@ -45,6 +45,8 @@ pub struct ThrowawayPostgres {
     run_as: Option<SystemUser>,
     reaper: Option<Child>,
     running: bool,
+    /// Extra `-c` settings, kept across pause and resume.
+    settings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -57,6 +59,12 @@ struct SystemUser {
 impl ThrowawayPostgres {
     /// Creates and starts a new cluster; blocks until it accepts connections.
     pub fn start() -> Result<Self, ThrowawayError> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra server settings
+    /// (`name=value`, e.g. `shared_preload_libraries=pg_stat_statements`).
+    pub fn start_with(settings: &[&str]) -> Result<Self, ThrowawayError> {
         let bin_dir = find_bin_dir()?;
         let run_as = if running_as_root()? {
             Some(system_user("postgres")?.ok_or(ThrowawayError::NoPostgresUser)?)
@@ -72,6 +80,7 @@ impl ThrowawayPostgres {
             run_as,
             reaper: None,
             running: false,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         };
         cluster.init()?;
         cluster.reaper = Some(cluster.spawn_reaper()?);
@@ -224,6 +233,9 @@ impl ThrowawayPostgres {
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_owned(),
             "-c max_connections=300".to_owned(),
         ]
+        .into_iter()
+        .chain(self.settings.iter().map(|s| format!("-c {s}")))
+        .collect::<Vec<_>>()
         .join(" ");
         let data = self.data_dir();
         let log = self.log_file();

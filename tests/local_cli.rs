@@ -596,3 +596,109 @@ async fn hostile_index_expressions_are_refused_by_field_and_change_nothing() {
     assert_eq!(created, 0, "nothing was executed for a refused tenant");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn status_shows_each_tenants_health_from_one_query_and_a_real_login() {
+    let dir = workdir("status").await;
+    std::fs::write(
+        dir.join("manifests/tenants.yaml"),
+        tenant_yaml(
+            "clistatus",
+            "acme",
+            "{server: test-pg, pool: {connectionLimit: 10}}",
+        ) + &tenant_yaml(
+            "clistatus",
+            "later",
+            "{server: test-pg, databaseName: clistatus_never_applied}",
+        ),
+    )
+    .unwrap();
+    let (m, secrets) = (dir.join("manifests"), dir.join("secrets"));
+    let (m, s) = (m.to_str().unwrap(), secrets.to_str().unwrap());
+    std::fs::write(
+        dir.join("acme-only.yaml"),
+        tenant_yaml(
+            "clistatus",
+            "acme",
+            "{server: test-pg, pool: {connectionLimit: 10}}",
+        ),
+    )
+    .unwrap();
+    let server_file = dir.join("manifests/server.yaml");
+    let acme_only = dir.join("acme-only.yaml");
+    let applied = tenantdb(&[
+        "apply",
+        "-f",
+        server_file.to_str().unwrap(),
+        "-f",
+        acme_only.to_str().unwrap(),
+        "--secrets-dir",
+        s,
+    ]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let url = read_secret(&secrets.join("clistatus-acme-db.yaml"))
+        .string_data
+        .unwrap()["DATABASE_URL"]
+        .clone();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(PgConnection::connect(&url).await.unwrap());
+    }
+
+    let status = |secrets_dir: bool| {
+        let mut args = vec!["status", "-f", m, "-o", "json"];
+        if secrets_dir {
+            args.extend(["--secrets-dir", s]);
+        }
+        let output = tenantdb(&args);
+        let objects: Vec<tenantdb::api::TenantDatabase> = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&output.stderr)));
+        (output.status.code(), objects)
+    };
+    let healthy = |object: &tenantdb::api::TenantDatabase| {
+        let condition = object
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+            .unwrap();
+        (condition.status.clone(), condition.reason.clone())
+    };
+
+    let (code, objects) = status(true);
+    assert_eq!(code, Some(1), "one tenant is not applied yet");
+    let acme = objects[0].status.as_ref().unwrap();
+    assert_eq!(healthy(&objects[0]), ("True".into(), "Healthy".into()));
+    let pool = acme.pool.as_ref().unwrap();
+    assert!(pool.active_connections >= 3, "{pool:?}");
+    assert_eq!(acme.connections, Some(format!("{}/10", pool.active_connections)));
+    let health = acme.health.as_ref().unwrap();
+    assert!(health.reachable && health.latency_ms.is_some() && health.size_bytes.unwrap() > 0);
+    assert_eq!(healthy(&objects[1]), ("False".into(), "DatabaseMissing".into()));
+
+    // A password changed behind tenantdb's back: the login check says so.
+    let mut superuser = support::connect().await;
+    sqlx::query("ALTER ROLE clistatus_acme PASSWORD 'changed-by-hand-0123456789'")
+        .execute(&mut superuser)
+        .await
+        .unwrap();
+    let (_, objects) = status(true);
+    assert_eq!(healthy(&objects[0]), ("False".into(), "LoginFailed".into()));
+    let message = objects[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .health
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(message.contains("password authentication failed"), "{message}");
+    // Without the Secrets there is no login to check.
+    let (_, objects) = status(false);
+    assert_eq!(healthy(&objects[0]), ("True".into(), "Healthy".into()));
+    for conn in held {
+        conn.close().await.unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

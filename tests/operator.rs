@@ -56,16 +56,37 @@ impl Operator {
         }
     }
 
-    /// The value of one series at `/metrics`.
-    async fn metric(&self, series: &str) -> f64 {
+    /// `GET path`: the status line and the body.
+    async fn get(&self, path: &str) -> (String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(self.http).await.unwrap();
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: operator\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        )
+    }
+
+    /// The body of `/metrics`.
+    async fn metrics_text(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    /// `/metrics`, parsed with a Prometheus text-format parser.
+    async fn scrape(&self) -> prometheus_parse::Scrape {
+        let body = self.metrics_text().await;
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("/metrics parses")
+    }
+
+    /// The value of one series at `/metrics`.
+    async fn metric(&self, series: &str) -> f64 {
+        let body = self.metrics_text().await;
         body.lines()
             .find_map(|line| line.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
@@ -85,6 +106,11 @@ impl Operator {
 
 /// A DatabaseServer (named `name`) with its admin Secret, for `admin`'s server.
 async fn add_server(cluster: &TestCluster, name: &str, admin: &AdminLogin) {
+    add_server_with(cluster, name, admin, json!({})).await;
+}
+
+/// Likewise, with more fields in its spec.
+async fn add_server_with(cluster: &TestCluster, name: &str, admin: &AdminLogin, extra: serde_json::Value) {
     let ops = cluster.namespace("ops").await;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "pg-admin"},
@@ -95,11 +121,15 @@ async fn add_server(cluster: &TestCluster, name: &str, admin: &AdminLogin) {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    let mut spec = json!({"host": admin.host, "port": admin.port, "sslMode": "disable",
+                          "adminSecretRef": {"namespace": ops, "name": "pg-admin"}});
+    for (key, value) in extra.as_object().unwrap() {
+        spec[key] = value.clone();
+    }
     let server = serde_json::from_value(json!({
         "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
         "metadata": {"name": name},
-        "spec": {"host": admin.host, "port": admin.port, "sslMode": "disable",
-                 "adminSecretRef": {"namespace": ops, "name": "pg-admin"}}
+        "spec": spec
     }))
     .unwrap();
     Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
@@ -373,7 +403,7 @@ async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
     // Let the server's status settle on 20 databases, then watch three resyncs.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let emulator = cluster.emulator.as_ref().unwrap();
-    let reconciled = r#"tenantdb_reconciliations_total{controller="tenantdatabase",result="ok"}"#;
+    let reconciled = r#"tenantdb_reconcile_total{controller="tenantdatabase",result="ok"}"#;
     let reconciles_before = operator.metric(reconciled).await;
     let before = emulator.request_counts();
     tokio::time::sleep(resync * 3 + Duration::from_millis(500)).await;
@@ -574,7 +604,12 @@ async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
 
 /// A PostgreSQL of the test's own, to stop and start, with an admin role.
 async fn own_postgres(role: &str) -> (ThrowawayPostgres, AdminLogin) {
-    let postgres = ThrowawayPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+    own_postgres_with(role, &[]).await
+}
+
+/// Likewise, with extra server settings.
+async fn own_postgres_with(role: &str, settings: &[&str]) -> (ThrowawayPostgres, AdminLogin) {
+    let postgres = ThrowawayPostgres::start_with(settings).unwrap_or_else(|e| panic!("{e}"));
     let password = tenantdb::password::generate();
     let mut conn = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
     let ident = tenantdb::sql::Ident::parse(role).unwrap();
@@ -1027,5 +1062,334 @@ async fn indexes_wait_for_their_table_and_heal_a_failed_build_with_per_index_sta
     );
     assert_eq!(indexes_in(&database, "orders").await, left);
     app.close().await.unwrap();
+    operator.stop().await;
+}
+
+/// Health checks every second, logins every second: test speed.
+fn quick_health() -> serde_json::Value {
+    json!({"healthCheck": {"interval": "1s", "loginInterval": "1s"}})
+}
+
+fn healthy(tenant: &TenantDatabase) -> Option<bool> {
+    condition(tenant, "Healthy").map(|c| c.status == "True")
+}
+
+fn phase(tenant: &TenantDatabase) -> Option<tenantdb::api::tenant_database::TenantPhase> {
+    tenant.status.as_ref().and_then(|s| s.phase)
+}
+
+/// Opens `n` connections with `url`.
+async fn open_connections(url: &str, n: usize) -> Vec<PgConnection> {
+    let mut connections = Vec::new();
+    for _ in 0..n {
+        connections.push(PgConnection::connect(url).await.unwrap());
+    }
+    connections
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_use_shows_in_status_and_metrics_and_near_the_limit_degrades() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("busy");
+    add_server_with(&cluster, &server, support::admin().await, quick_health()).await;
+    let ns = cluster.namespace("busy").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(
+        &cluster,
+        &ns,
+        "acme",
+        json!({"server": server, "pool": {"maxConnections": 8, "connectionLimit": 10}}),
+    )
+    .await;
+    wait_for(&cluster, &ns, "acme", "Healthy", |t| healthy(t) == Some(true)).await;
+    let url = secret_data(&cluster, &ns, "acme-db").await["DATABASE_URL"].clone();
+    assert!(operator.get("/healthz").await.0.contains(" 200 "));
+    let (line, body) = operator.get("/readyz").await;
+    assert!(line.contains(" 200 "), "{line} {body}");
+
+    // Five open connections: in status (a utilization bucket was crossed)…
+    let mut five = open_connections(&url, 5).await;
+    let tenant = wait_for(&cluster, &ns, "acme", "5 connections in status", |t| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.pool.as_ref())
+            .is_some_and(|p| p.active_connections >= 5)
+    })
+    .await;
+    let status = tenant.status.unwrap();
+    let pool = status.pool.unwrap();
+    assert_eq!(pool.connection_limit, 10);
+    assert!(pool.utilization >= 50, "{pool:?}");
+    assert_eq!(
+        status.connections,
+        Some(format!("{}/10", pool.active_connections))
+    );
+    let health = status.health.unwrap();
+    assert!(health.reachable && health.checked_at.is_some() && health.size_bytes.is_some());
+    assert!(health.latency_ms.is_some());
+
+    // …and in /metrics, parsed as Prometheus text.
+    let labels_match = |sample: &prometheus_parse::Sample| {
+        sample.labels.get("namespace") == Some(ns.as_str()) && sample.labels.get("tenant") == Some("acme")
+    };
+    let value = |sample: &prometheus_parse::Sample| match sample.value {
+        prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v)
+        | prometheus_parse::Value::Counter(v) => v,
+        _ => f64::NAN,
+    };
+    let scrape = operator.scrape().await;
+    let connections: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "tenantdb_tenant_connections" && labels_match(s))
+        .map(value)
+        .sum();
+    assert!(connections >= 5.0, "{connections}");
+    for metric in [
+        "tenantdb_tenant_connection_limit",
+        "tenantdb_tenant_up",
+        "tenantdb_tenant_latency_seconds",
+        "tenantdb_tenant_database_size_bytes",
+    ] {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels_match(s))
+            .unwrap_or_else(|| panic!("{metric} for the tenant"));
+        assert!(value(sample) > 0.0, "{metric}");
+    }
+    for metric in [
+        "tenantdb_server_up",
+        "tenantdb_server_connections",
+        "tenantdb_server_max_connections",
+    ] {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("server") == Some(server.as_str()))
+            .unwrap_or_else(|| panic!("{metric} for the server"));
+        assert!(value(sample) > 0.0, "{metric}");
+    }
+    let names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for metric in [
+        "tenantdb_reconcile_total",
+        "tenantdb_reconcile_duration_seconds",
+        "tenantdb_status_writes_total",
+    ] {
+        assert!(names.iter().any(|n| n.starts_with(metric)), "{metric}: {names:?}");
+    }
+
+    // Nine of ten: Degraded, with the reason; Ready stays True.
+    let mut four = open_connections(&url, 4).await;
+    let tenant = wait_for(&cluster, &ns, "acme", "Degraded", |t| {
+        phase(t) == Some(tenantdb::api::tenant_database::TenantPhase::Degraded)
+    })
+    .await;
+    let unhealthy = condition(&tenant, "Healthy").unwrap();
+    assert_eq!(unhealthy.reason, "ConnectionsNearLimit");
+    assert!(
+        unhealthy.message.contains("90% or more of the limit of 10"),
+        "{}",
+        unhealthy.message
+    );
+    assert_eq!(condition(&tenant, "Ready").unwrap().status, "True");
+
+    // Closing them: Ready again, by itself.
+    for conn in four.drain(..).chain(five.drain(..)) {
+        conn.close().await.unwrap();
+    }
+    let tenant = wait_for(&cluster, &ns, "acme", "Ready again", |t| {
+        phase(t) == Some(tenantdb::api::tenant_database::TenantPhase::Ready) && healthy(t) == Some(true)
+    })
+    .await;
+    assert!(tenant.status.unwrap().pool.unwrap().utilization < 90);
+    wait_event(&cluster, &ns, "acme", "ConnectionsNearLimit").await;
+    wait_event(&cluster, &ns, "acme", "Healthy").await;
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_makes_its_tenants_unhealthy_until_it_is_back() {
+    let cluster = TestCluster::start().await;
+    let (mut postgres, admin) = own_postgres("health_admin").await;
+    let server = server_name("down");
+    add_server_with(&cluster, &server, &admin, quick_health()).await;
+    let ns = cluster.namespace("down").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    for name in ["a", "b", "c"] {
+        add_tenant(&cluster, &ns, name, json!({"server": server})).await;
+    }
+    for name in ["a", "b", "c"] {
+        wait_for(&cluster, &ns, name, "Healthy", |t| healthy(t) == Some(true)).await;
+    }
+    let servers: Api<tenantdb::api::DatabaseServer> = Api::all(cluster.client.clone());
+    let server_ready = |s: &tenantdb::api::DatabaseServer| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status == "True")
+    };
+
+    tokio::task::block_in_place(|| postgres.pause()).unwrap();
+    for name in ["a", "b", "c"] {
+        let tenant = wait_for(&cluster, &ns, name, "unhealthy", |t| {
+            healthy(t) == Some(false)
+                && phase(t) == Some(tenantdb::api::tenant_database::TenantPhase::Degraded)
+        })
+        .await;
+        assert_eq!(condition(&tenant, "Healthy").unwrap().reason, "ServerUnreachable");
+        assert!(!tenant.status.unwrap().health.unwrap().reachable);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server_ready(&servers.get(&server).await.unwrap()) != Some(false) {
+        assert!(Instant::now() < deadline, "the server never turned not Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    tokio::task::block_in_place(|| postgres.resume()).unwrap();
+    for name in ["a", "b", "c"] {
+        wait_for(&cluster, &ns, name, "healthy again", |t| {
+            healthy(t) == Some(true) && phase(t) == Some(tenantdb::api::tenant_database::TenantPhase::Ready)
+        })
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server_ready(&servers.get(&server).await.unwrap()) != Some(true) {
+        assert!(Instant::now() < deadline, "the server never turned Ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_changed_behind_the_operators_back_is_caught_and_set_back() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("pw");
+    add_server_with(&cluster, &server, support::admin().await, quick_health()).await;
+    let ns = cluster.namespace("pw").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    let tenant = wait_for(&cluster, &ns, "acme", "Healthy", |t| healthy(t) == Some(true)).await;
+    let role = tenant.status.unwrap().role_name.unwrap();
+    let url = secret_data(&cluster, &ns, "acme-db").await["DATABASE_URL"].clone();
+
+    let mut superuser = support::connect().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE \"{role}\" PASSWORD 'changed-by-hand-0123456789'"
+    )))
+    .execute(&mut superuser)
+    .await
+    .unwrap();
+    // The login check is refused, says so, and the password is set back.
+    wait_event(&cluster, &ns, "acme", "LoginFailed").await;
+    wait_event(&cluster, &ns, "acme", "PasswordRestored").await;
+    wait_for(&cluster, &ns, "acme", "Healthy again", |t| {
+        healthy(t) == Some(true)
+    })
+    .await;
+    PgConnection::connect(&url)
+        .await
+        .expect("the Secret's password works again");
+    assert_eq!(
+        secret_data(&cluster, &ns, "acme-db").await["DATABASE_URL"],
+        url,
+        "the Secret was not rotated"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
+    let cluster = TestCluster::emulated(Default::default()).await;
+    let (_postgres, admin) = own_postgres_with(
+        "quiet_admin",
+        &[
+            "shared_preload_libraries=pg_stat_statements",
+            "max_connections=400",
+        ],
+    )
+    .await;
+    let superuser_url = _postgres.superuser_url();
+    let mut superuser = PgConnection::connect(&superuser_url).await.unwrap();
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&mut superuser)
+        .await
+        .unwrap();
+    let server = server_name("fleet");
+    add_server_with(
+        &cluster,
+        &server,
+        &admin,
+        json!({"healthCheck": {"interval": "1s"}}),
+    )
+    .await;
+    let ns = cluster.namespace("fleet").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    let tenants: Vec<String> = (0..200).map(|i| format!("t{i:03}")).collect();
+    for name in &tenants {
+        add_tenant(
+            &cluster,
+            &ns,
+            name,
+            json!({"server": server, "pool": {"maxConnections": 1}}),
+        )
+        .await;
+    }
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let all = api.list(&Default::default()).await.unwrap().items;
+        let settled = all
+            .iter()
+            .filter(|t| {
+                healthy(t) == Some(true)
+                    && t.status
+                        .as_ref()
+                        .is_some_and(|s| s.health.as_ref().is_some_and(|h| h.latency_ms.is_some()))
+            })
+            .count();
+        if settled == tenants.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {settled} of 200 tenants healthy");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Quiet from here: watch five intervals.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let emulator = cluster.emulator.as_ref().unwrap();
+    let admin_oid: sqlx::postgres::types::Oid =
+        sqlx::query_scalar("SELECT oid FROM pg_roles WHERE rolname = $1")
+            .bind(&admin.user)
+            .fetch_one(&mut superuser)
+            .await
+            .unwrap();
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&mut superuser)
+        .await
+        .unwrap();
+    let before = emulator.request_counts();
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let after = emulator.request_counts();
+    let statements: Vec<(String, i64)> =
+        sqlx::query_as("SELECT query, calls FROM pg_stat_statements WHERE userid = $1 ORDER BY calls DESC")
+            .bind(admin_oid)
+            .fetch_all(&mut superuser)
+            .await
+            .unwrap();
+    // The admin role ran one statement — the batched health query — once
+    // per interval, for all 200 tenants.
+    assert_eq!(statements.len(), 1, "{statements:#?}");
+    assert!(
+        statements[0].0.contains("pg_stat_activity"),
+        "{}",
+        statements[0].0
+    );
+    assert!((4..=7).contains(&statements[0].1), "{statements:?}");
+    assert_eq!(
+        writes(&before),
+        writes(&after),
+        "no status writes while nothing changes"
+    );
     operator.stop().await;
 }

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, PG_NAME_PATTERN, SecretKeyReference, SecretReference, conditions_list_schema, list_set,
+    Condition, DURATION_PATTERN, PG_NAME_PATTERN, SecretKeyReference, SecretReference,
+    conditions_list_schema, list_set,
 };
 use super::tenant_database::{LimitsSpec, PoolSpec};
 
@@ -100,6 +101,44 @@ pub struct DatabaseServerSpec {
     /// Defaults for tenants placed on this server; a tenant's own spec wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<TenantDefaults>,
+
+    /// How the operator watches the health of this server's tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// How tenant health is checked on one server. Every field has a default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// How often one batched query reads every tenant's connections. Default: 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+
+    /// How often each tenant's login (its role and Secret password, connect
+    /// and `SELECT 1`) is tried, spread over the period. Default: 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub login_interval: Option<String>,
+
+    /// How often database sizes are read (`pg_database_size` is costly on
+    /// servers with many databases), spread over the period. Default: 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub size_interval: Option<String>,
+
+    /// Connection use, in percent of the tenant's connection limit, at
+    /// which a tenant is Degraded. Default: 90.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub utilization_threshold: Option<i32>,
+
+    /// Longest a healthy tenant's `status.health.checkedAt` goes without a
+    /// refresh when nothing else changed. Default: 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub status_heartbeat: Option<String>,
 }
 
 fn default_port() -> i32 {

@@ -384,10 +384,11 @@ pub struct PoolStatus {
     pub max_connections: i32,
     /// CONNECTION LIMIT on the role and database.
     pub connection_limit: i32,
-    /// Connections of the tenant role currently running a query.
+    /// Connections open to the tenant database (in any state): what the
+    /// connection limit counts.
     #[serde(default)]
     pub active_connections: i32,
-    /// Connections of the tenant role currently idle.
+    /// Of those, the ones idle (held by a pool, not running a query).
     #[serde(default)]
     pub idle_connections: i32,
     /// Percentage of the connection limit in use (0–100), rounded down.

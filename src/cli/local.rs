@@ -13,6 +13,7 @@ use tenantdb::admin_access::Password;
 use tenantdb::api::TenantDatabase;
 use tenantdb::api::tenant_database::DeletionPolicy;
 use tenantdb::api::tenant_database::IndexPhase;
+use tenantdb::health;
 use tenantdb::local::{self, TenantJob, Workspace};
 use tenantdb::manifest::{ManifestError, ManifestSet, SchemaValidator};
 use tenantdb::reconcile::indexes::{self, IndexPlan};
@@ -445,6 +446,151 @@ pub async fn delete(common: Common) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Output format: a health table, or the TenantDatabase objects with status as a JSON list.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Output,
+}
+
+/// The fleet view without a cluster: per server, one batched query for all
+/// its tenants (connections, sizes), then a login as each tenant whose
+/// password is in `--secrets-dir`; the same health rules as the operator.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (workspace, problems) = prepare(&args.common).await?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut objects = Vec::new();
+    let mut unhealthy = 0;
+    for (name, server) in &workspace.servers {
+        let jobs: Vec<&TenantJob> = workspace
+            .jobs
+            .iter()
+            .filter(|j| &j.desired.server == name)
+            .collect();
+        let databases: Vec<String> = jobs
+            .iter()
+            .map(|j| j.desired.database.as_str().to_owned())
+            .collect();
+        let sample = health::sample_server(&server.pool, &databases, &databases).await;
+        let mut logins = Vec::new();
+        for job in &jobs {
+            let password = secret_password(&args.common, job)?.flatten();
+            let options = password.map(|password| {
+                server
+                    .admin
+                    .clone()
+                    .username(job.desired.role.as_str())
+                    .password(password.expose())
+                    .database(job.desired.database.as_str())
+                    .application_name("tenantdb-status")
+            });
+            logins.push(options);
+        }
+        let logins: Vec<Option<health::LoginResult>> = futures::stream::iter(logins)
+            .map(|options| async move {
+                match options {
+                    Some(options) => Some(health::login(&options).await),
+                    None => None,
+                }
+            })
+            .buffered(4)
+            .collect()
+            .await;
+        for (job, login) in jobs.iter().zip(logins) {
+            let found = sample
+                .as_ref()
+                .ok()
+                .and_then(|s| s.databases.get(job.desired.database.as_str()).cloned());
+            let tenant_health = health::TenantHealth {
+                checked_at: Some(now.clone()),
+                server_error: sample.as_ref().err().map(tenantdb::reconcile::indexes::reason),
+                size_bytes: found.as_ref().and_then(|d| d.size_bytes),
+                database: found,
+                login: if sample.is_ok() { login } else { None },
+            };
+            let mut object: TenantDatabase = job.tenant.clone();
+            let mut status = tenantdb::status::provisioned(
+                None,
+                object.metadata.generation,
+                Some(&job.desired),
+                Ok(()),
+                &now,
+            );
+            // Only what was observed: no claim about provisioning.
+            status.conditions.retain(|c| c.type_ == "Healthy");
+            status.phase = None;
+            health::apply(
+                &mut status,
+                &tenant_health,
+                &server.health,
+                object.metadata.generation,
+                &now,
+            );
+            if status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Healthy" && c.status != "True")
+            {
+                unhealthy += 1;
+            }
+            object.status = Some(status);
+            objects.push(object);
+        }
+    }
+    workspace.close().await;
+
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
+        Output::Table => {
+            println!(
+                "{:<32} {:<28} {:<8} {:<12} {:<8} {:<10} {:<10} MESSAGE",
+                "TENANT", "DATABASE", "HEALTHY", "CONNECTIONS", "UTIL", "LATENCY", "SIZE"
+            );
+            for object in &objects {
+                let status = object.status.as_ref();
+                let health = status.and_then(|s| s.health.as_ref());
+                let healthy = status
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+                    .map_or("-", |c| if c.status == "True" { "yes" } else { "no" });
+                println!(
+                    "{:<32} {:<28} {:<8} {:<12} {:<8} {:<10} {:<10} {}",
+                    format!(
+                        "{}/{}",
+                        object.metadata.namespace.as_deref().unwrap_or("default"),
+                        object.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    status.and_then(|s| s.database_name.as_deref()).unwrap_or("-"),
+                    healthy,
+                    status
+                        .and_then(|s| s.connections.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    status
+                        .and_then(|s| s.pool.as_ref())
+                        .map_or("-".to_owned(), |p| format!("{}%", p.utilization)),
+                    health
+                        .and_then(|h| h.latency_ms)
+                        .map_or("-".to_owned(), |ms| format!("{ms} ms")),
+                    health
+                        .and_then(|h| h.size_bytes)
+                        .map_or("-".to_owned(), |b| format!("{} MiB", b / (1024 * 1024))),
+                    health.and_then(|h| h.message.clone()).unwrap_or_default(),
+                );
+            }
+            if args.common.secrets_dir.is_none() {
+                eprintln!("note: logins were not checked (give --secrets-dir to log in as each tenant)");
+            }
+        }
+    }
+    Ok(if unhealthy > 0 || !problems.is_empty() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -56,6 +56,8 @@ enum Command {
     Plan(local::PlanArgs),
     /// Provision the tenants in the manifests on their servers.
     Apply(local::ApplyArgs),
+    /// Show each tenant's health: connections against its limit, a real login, latency, size.
+    Status(local::StatusArgs),
     /// Carry out each tenant's deletionPolicy (Retain: nothing; Delete: drop database and role).
     Delete(local::Common),
     /// Run a throwaway local PostgreSQL with an admin role, for trying tenantdb out.
@@ -72,6 +74,7 @@ pub async fn main() -> ExitCode {
         Command::Plan(args) => local::plan(args).await,
         Command::Apply(args) => local::apply(args).await,
         Command::Delete(args) => local::delete(args).await,
+        Command::Status(args) => local::status(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
     };
     match result {

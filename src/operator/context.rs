@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use rand::RngExt;
 
 use super::metrics::Metrics;
+use super::monitor::HealthBook;
 use super::pools::AdminPools;
 use crate::admin_access::{AdminCredentials, CredentialsError};
 use crate::api::common::SecretReference;
@@ -32,6 +33,10 @@ pub struct Context {
     pub resync: Duration,
     /// Background index builds and drops, throttled per server.
     pub index_jobs: Arc<IndexJobs>,
+    /// What the health monitor knows of tenants and servers.
+    pub health: HealthBook,
+    /// Whether the running controllers' caches have synced.
+    pub synced: std::sync::atomic::AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -53,6 +58,8 @@ impl Context {
             metrics,
             resync,
             index_jobs,
+            health: HealthBook::default(),
+            synced: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

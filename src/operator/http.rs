@@ -1,5 +1,7 @@
 //! `/healthz` (the process is alive), `/readyz` (started: connected to the
-//! API server and, with leader election, taking part in it) and `/metrics`.
+//! API server and, with leader election, taking part in it; while leading,
+//! also the controllers' caches synced, so the reconcile loop runs on a
+//! complete picture) and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,13 +23,20 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(move || {
-                let ready = ready.load(Ordering::Relaxed);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+            get({
+                let ctx = ctx.clone();
+                move || {
+                    let started = ready.load(Ordering::Relaxed);
+                    let leading = ctx.metrics.leader.get() == 1;
+                    let synced = ctx.synced.load(Ordering::Relaxed);
+                    async move {
+                        match (started, leading, synced) {
+                            (false, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+                            (true, true, false) => {
+                                (StatusCode::SERVICE_UNAVAILABLE, "leading; caches syncing")
+                            }
+                            _ => (StatusCode::OK, "ready"),
+                        }
                     }
                 }
             }),

@@ -1,7 +1,9 @@
 //! The operator's Prometheus metrics, served at `/metrics`. Labels are
-//! bounded: controller names, results and error categories.
+//! bounded: controller names, results and error categories, connection
+//! states, and the tenants and servers the operator manages (a series per
+//! tenant, removed when the tenant goes).
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,26 +19,69 @@ pub struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabel {
     pub controller: &'static str,
 }
 
+/// One tenant: its namespace and name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub namespace: String,
+    pub tenant: String,
+}
+
+/// One tenant's connections in one state (`active`, `idle`,
+/// `idle_in_transaction`, `other`), as PostgreSQL names them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantStateLabels {
+    pub namespace: String,
+    pub tenant: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    pub server: String,
+}
+
+/// Connection states of `tenantdb_tenant_connections`.
+pub const CONNECTION_STATES: [&str; 4] = ["active", "idle", "idle_in_transaction", "other"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciliations: Family<ReconcileLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<ControllerLabel, Histogram>,
     pub status_writes: Family<ControllerLabel, Counter>,
     pub leader: Gauge<i64, AtomicI64>,
+    pub tenant_connections: Family<TenantStateLabels, Gauge>,
+    pub tenant_connection_limit: Family<TenantLabels, Gauge>,
+    pub tenant_up: Family<TenantLabels, Gauge>,
+    pub tenant_latency: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    pub tenant_size: Family<TenantLabels, Gauge>,
+    pub server_up: Family<ServerLabel, Gauge>,
+    pub server_connections: Family<ServerLabel, Gauge>,
+    pub server_max_connections: Family<ServerLabel, Gauge>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tenantdb");
-        let reconciliations = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
-            "reconciliations",
+        let reconciliations: Family<ReconcileLabels, Counter> = register(
+            &mut registry,
+            "reconcile",
             "Reconciliations by controller and result (ok or an error category)",
-            reconciliations.clone(),
+        );
+        let errors: Family<ErrorLabels, Counter> = register(
+            &mut registry,
+            "reconcile_errors",
+            "Failed reconciliations by controller and error category (invalid_spec, conflict, permission, transient)",
         );
         let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -46,11 +91,10 @@ impl Default for Metrics {
             "Time spent in one reconciliation",
             duration.clone(),
         );
-        let status_writes = Family::<ControllerLabel, Counter>::default();
-        registry.register(
+        let status_writes: Family<ControllerLabel, Counter> = register(
+            &mut registry,
             "status_writes",
             "Status writes to the API server (made only when the status changed)",
-            status_writes.clone(),
         );
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
@@ -58,14 +102,73 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let tenant_connections: Family<TenantStateLabels, Gauge> = register(
+            &mut registry,
+            "tenant_connections",
+            "Client connections to the tenant's database, by PostgreSQL state",
+        );
+        let tenant_connection_limit: Family<TenantLabels, Gauge> = register(
+            &mut registry,
+            "tenant_connection_limit",
+            "CONNECTION LIMIT of the tenant's database",
+        );
+        let tenant_up: Family<TenantLabels, Gauge> = register(
+            &mut registry,
+            "tenant_up",
+            "1 when the tenant's server answers, its database exists and its last login worked",
+        );
+        let tenant_latency: Family<TenantLabels, Gauge<f64, AtomicU64>> = register(
+            &mut registry,
+            "tenant_latency_seconds",
+            "Connect and SELECT 1 as the tenant role, at the last login check",
+        );
+        let tenant_size: Family<TenantLabels, Gauge> = register(
+            &mut registry,
+            "tenant_database_size_bytes",
+            "Size of the tenant's database at the last size check",
+        );
+        let server_up: Family<ServerLabel, Gauge> = register(
+            &mut registry,
+            "server_up",
+            "1 when the server answered the last health query",
+        );
+        let server_connections: Family<ServerLabel, Gauge> = register(
+            &mut registry,
+            "server_connections",
+            "Client connections to the server",
+        );
+        let server_max_connections: Family<ServerLabel, Gauge> = register(
+            &mut registry,
+            "server_max_connections",
+            "The server's max_connections",
+        );
         Self {
             registry,
             reconciliations,
+            errors,
             duration,
             status_writes,
             leader,
+            tenant_connections,
+            tenant_connection_limit,
+            tenant_up,
+            tenant_latency,
+            tenant_size,
+            server_up,
+            server_connections,
+            server_max_connections,
         }
     }
+}
+
+/// Registers a new metric family under `name`, and returns it.
+fn register<L, M>(registry: &mut Registry, name: &str, help: &str) -> Family<L, M>
+where
+    Family<L, M>: prometheus_client::registry::Metric + Clone + Default,
+{
+    let family = Family::<L, M>::default();
+    registry.register(name, help, family.clone());
+    family
 }
 
 impl Metrics {
@@ -73,5 +176,30 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Drops every series of the tenant `labels`.
+    pub fn forget_tenant(&self, labels: &TenantLabels) {
+        for state in CONNECTION_STATES {
+            self.tenant_connections.remove(&TenantStateLabels {
+                namespace: labels.namespace.clone(),
+                tenant: labels.tenant.clone(),
+                state,
+            });
+        }
+        self.tenant_connection_limit.remove(labels);
+        self.tenant_up.remove(labels);
+        self.tenant_latency.remove(labels);
+        self.tenant_size.remove(labels);
+    }
+
+    /// Drops every series of the server `name`.
+    pub fn forget_server(&self, name: &str) {
+        let label = ServerLabel {
+            server: name.to_owned(),
+        };
+        self.server_up.remove(&label);
+        self.server_connections.remove(&label);
+        self.server_max_connections.remove(&label);
     }
 }

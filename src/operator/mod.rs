@@ -7,6 +7,7 @@
 mod context;
 mod http;
 mod metrics;
+mod monitor;
 mod pools;
 mod server;
 mod tenant;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -295,16 +296,12 @@ async fn controllers(
         // when needed, and the operator keeps no copy of every Secret.
         let admin_secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
         // An index job ending re-queues its tenant, so Building turns into
-        // Ready (or the failure) without waiting for a resync.
-        let finished_jobs = futures::stream::unfold(ctx.index_jobs.finished(), |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(owner) => return Some((owner, receiver)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
+        // Ready (or the failure) without waiting for a resync; so does a
+        // health change worth writing.
+        let requeued = futures::stream::select(
+            receive(ctx.index_jobs.finished()),
+            receive(ctx.health.tenant_changes()),
+        )
         .filter_map({
             let scope = scope.clone();
             move |owner: String| {
@@ -319,7 +316,7 @@ async fn controllers(
         });
         let run = controller
             .owns_stream(managed_secrets)
-            .reconcile_on(finished_jobs)
+            .reconcile_on(requeued)
             .watches(servers_api.clone(), watcher::Config::default(), move |server| {
                 by_server(&server.name_any())
             })
@@ -338,7 +335,31 @@ async fn controllers(
         runs.push(run);
     }
 
+    let monitor = tokio::spawn(monitor::run(ctx.clone(), stores.clone(), stopped.clone()));
+    let syncing = tokio::spawn({
+        let (ctx, stores) = (ctx.clone(), stores.clone());
+        async move {
+            // Polled, not awaited: the controllers wait on the same readiness
+            // signal, which wakes only one waiter.
+            let ready = |store_ready: Option<Result<(), _>>| matches!(store_ready, Some(Ok(())));
+            loop {
+                let servers = ready(stores.servers.wait_until_ready().now_or_never());
+                let tenants = stores
+                    .tenants
+                    .iter()
+                    .all(|store| ready(store.wait_until_ready().now_or_never()));
+                if servers && tenants {
+                    ctx.synced.store(true, Ordering::Relaxed);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
     let server_run = server_controller
+        .reconcile_on(
+            receive(ctx.health.server_changes()).map(|name| ObjectRef::<DatabaseServer>::new(&name)),
+        )
         .graceful_shutdown_on(wait_for(stopped))
         .run(
             server::reconcile,
@@ -356,6 +377,25 @@ async fn controllers(
         let _ = stop_all.send(true);
     });
     futures::join!(futures::future::join_all(runs), server_run);
+    monitor.abort();
+    syncing.abort();
+    ctx.synced.store(false, Ordering::Relaxed);
+}
+
+/// The messages of a broadcast channel as a stream (a lagging receiver
+/// skips what it missed; the resync covers it).
+fn receive<T: Clone + Send + 'static>(
+    receiver: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(item) => return Some((item, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// Completes once `flag` turns true (or its sender is gone).

@@ -67,6 +67,11 @@ pub async fn reconcile(
             ),
         )),
         Some(Err(error)) => Err(("AdminSecretInvalid", error.to_string())),
+        // The health monitor found the server silent: no need to wait for
+        // the pool's timeout to say so.
+        Some(Ok(_)) if let Some(error) = ctx.health.server_down(&name) => {
+            Err(("Unreachable", format!("the server does not answer: {error}")))
+        }
         Some(Ok(credentials)) => {
             let (pool, _) = ctx.pools.get(&server, &credentials);
             let started = Instant::now();
@@ -77,8 +82,11 @@ pub async fn reconcile(
                     .fetch_one(&mut *conn)
                     .await?;
                 Ok::<_, sqlx::Error>((probe, in_use))
-            }
-            .await;
+            };
+            let probed = match tokio::time::timeout(Duration::from_secs(10), probed).await {
+                Ok(result) => result,
+                Err(_) => Err(sqlx::Error::PoolTimedOut),
+            };
             match probed {
                 Ok((probe, in_use)) => {
                     status.latency_ms =

@@ -17,12 +17,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
-use super::metrics::{ControllerLabel, ReconcileLabels};
+use super::metrics::{ControllerLabel, ErrorLabels, ReconcileLabels};
 use super::{OperatorError, Stores};
 use crate::admin_access::AdminCredentials;
 use crate::api::tenant_database::{DeletionPolicy, IndexPhase, TenantDatabaseStatus};
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::connection_secret::{self, Endpoint};
+use crate::health;
 use crate::reconcile::{self, Desired, Mode, StoredPassword, indexes};
 use crate::status::{self, Failure, IndexReport};
 
@@ -120,9 +121,14 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
         return report(&tenant, ctx, Some(&located.desired), failure).await;
     }
     let password = existing.as_ref().and_then(connection_secret::password_of);
-    let stored = password
-        .as_ref()
-        .map_or(StoredPassword::Missing, StoredPassword::Found);
+    // The last login with the Secret's password was refused: someone changed
+    // the role's password behind tenantdb's back. Set it back.
+    let rejected = password.is_some() && ctx.health.password_rejected(&key(&tenant));
+    let stored = match &password {
+        Some(password) if rejected => StoredPassword::Rejected(password),
+        Some(password) => StoredPassword::Found(password),
+        None => StoredPassword::Missing,
+    };
     let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
     let outcome = match reconcile::provision(&pool, &admin, &located.desired, stored, Mode::Apply).await {
         Ok(outcome) => outcome,
@@ -153,6 +159,16 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     }
     if outcome.executed > 0 {
         tracing::info!(tenant = %key(&tenant), steps = outcome.executed, "applied changes");
+    }
+    if rejected {
+        ctx.health.login_again(&key(&tenant));
+        ctx.event(
+            tenant.as_ref(),
+            true,
+            "PasswordRestored",
+            "a login with the connection Secret's password was refused (the role's password was changed outside tenantdb); the Secret's password was set on the role again".to_owned(),
+        )
+        .await;
     }
     let now = now();
     let mut new = status::provisioned(
@@ -201,6 +217,7 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
             &now,
         );
     }
+    with_health(&mut new, &tenant, ctx, &located.desired.server, &now);
     write_status(&tenant, ctx, new).await?;
     ctx.succeeded(&key(&tenant));
     Ok(Action::requeue(requeue))
@@ -231,13 +248,24 @@ async fn report(
     desired: Option<&Desired>,
     failure: Failure,
 ) -> Result<Action, OperatorError> {
-    let new = status::provisioned(
+    let now = now();
+    let mut new = status::provisioned(
         tenant.status.as_ref(),
         tenant.metadata.generation,
         desired,
         Err(&failure),
-        &now(),
+        &now,
     );
+    if let Some(server) = new.server.clone() {
+        with_health(&mut new, tenant, ctx, &server, &now);
+    }
+    ctx.metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            controller: "tenantdatabase",
+            category: failure_category(&failure),
+        })
+        .inc();
     write_status(tenant, ctx, new).await?;
     if failure.permanent {
         ctx.succeeded(&key(tenant));
@@ -247,15 +275,51 @@ async fn report(
     }
 }
 
+/// The bounded error category of a failure, for metrics.
+fn failure_category(failure: &Failure) -> &'static str {
+    match failure.reason {
+        _ if !failure.permanent => "transient",
+        "InvalidSpec" => "invalid_spec",
+        "Conflict" | "SecretConflict" => "conflict",
+        "PermissionDenied" => "permission",
+        _ => "configuration",
+    }
+}
+
+/// Adds what the health monitor knows of the tenant to `status`.
+fn with_health(
+    status: &mut TenantDatabaseStatus,
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    server: &str,
+    now: &Time,
+) {
+    if let Some(health) = ctx.health.tenant(&key(tenant)) {
+        health::apply(
+            status,
+            &health,
+            &ctx.health.policy(server),
+            tenant.metadata.generation,
+            now,
+        );
+    }
+}
+
 /// Writes `new` with server-side apply under the one field manager — only
-/// when it differs from what the object already says — and publishes an
-/// Event when readiness changes.
+/// when it differs from what the object says in a way worth a write (live
+/// numbers alone wait for the heartbeat) — and publishes an Event when
+/// readiness or health changes.
 async fn write_status(
     tenant: &TenantDatabase,
     ctx: &Context,
     new: TenantDatabaseStatus,
 ) -> Result<(), OperatorError> {
-    if tenant.status.as_ref() == Some(&new) {
+    let heartbeat = new
+        .server
+        .as_deref()
+        .map(|server| ctx.health.policy(server).status_heartbeat)
+        .unwrap_or_default();
+    if !health::worth_writing(tenant.status.as_ref(), &new, heartbeat, &now()) {
         return Ok(());
     }
     let api: Api<TenantDatabase> =
@@ -290,6 +354,22 @@ async fn write_status(
             (_, reason, _) => reason,
         };
         ctx.event(tenant, status != "True", event_reason, message).await;
+    }
+    let healthy = |s: Option<&TenantDatabaseStatus>| {
+        s.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (before, after) = (healthy(tenant.status.as_ref()), healthy(Some(&new)));
+    if before.as_ref().map(|b| &b.0) != after.as_ref().map(|a| &a.0)
+        && let Some((status, reason, message)) = after
+    {
+        if status == "True" {
+            tracing::info!(tenant = %key(tenant), "healthy again");
+            ctx.event(tenant, false, "Healthy", message).await;
+        } else {
+            tracing::warn!(tenant = %key(tenant), %reason, %message, "unhealthy");
+            ctx.event(tenant, true, &reason, message).await;
+        }
     }
     Ok(())
 }

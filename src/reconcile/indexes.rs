@@ -180,7 +180,7 @@ async fn probe(conn: &mut PgConnection, definition: &IndexDefinition) -> Result<
 }
 
 /// PostgreSQL's message for a failed statement, without the driver's prefix.
-pub(crate) fn reason(error: &sqlx::Error) -> String {
+pub fn reason(error: &sqlx::Error) -> String {
     match error.as_database_error() {
         Some(db) => db.message().to_owned(),
         None => error.to_string(),

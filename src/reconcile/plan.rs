@@ -202,6 +202,9 @@ pub struct Plan {
 pub enum StoredPassword<'a> {
     /// The connection Secret exists and holds this password.
     Found(&'a Password),
+    /// The Secret holds this password, but the server refused it at the
+    /// last login check (someone changed the role's password): set it again.
+    Rejected(&'a Password),
     /// The connection Secret does not exist (or holds none): a new password
     /// is set, so the one the new Secret holds is the one that works.
     Missing,
@@ -222,6 +225,7 @@ pub fn plan_provision(
     check_ownership(desired, snapshot, &marker)?;
     let (password, password_is_new) = match (stored, &snapshot.role) {
         (StoredPassword::Found(password), _) => (Some(password.clone()), false),
+        (StoredPassword::Rejected(password), _) => (Some(password.clone()), true),
         (StoredPassword::Untracked, Some(_)) => (None, false),
         (StoredPassword::Missing, _) | (StoredPassword::Untracked, None) => (Some(fresh_password), true),
     };

@@ -1,0 +1,419 @@
+//! The health monitor: one task per `DatabaseServer`, each interval (the
+//! server's `spec.healthCheck.interval`, jittered) running one batched
+//! query for all the server's tenants, plus tenant logins and database sizes
+//! on their slower, staggered rotations. Exact numbers go to metrics at
+//! once; a tenant whose status would change in a way worth writing (see
+//! [`crate::health::worth_writing`]) is re-queued, and its reconcile — the
+//! only writer of tenant status — writes it. A server whose reachability
+//! changed re-queues the server's own controller.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use rand::RngExt;
+use tokio::sync::broadcast;
+
+use super::Stores;
+use super::context::Context;
+use super::metrics::{ServerLabel, TenantLabels, TenantStateLabels};
+use crate::admin_access::{self, AdminCredentials};
+use crate::api::TenantDatabase;
+use crate::connection_secret;
+use crate::health::{self, HealthPolicy, TenantHealth};
+
+/// Logins run at once per server.
+const LOGIN_CONCURRENCY: usize = 4;
+
+struct TenantRecord {
+    health: TenantHealth,
+    server: String,
+    next_login: Instant,
+    next_size: Instant,
+}
+
+/// What the monitor knows, shared with the reconciles.
+pub struct HealthBook {
+    tenants: Mutex<HashMap<String, TenantRecord>>,
+    /// Per server: its policy, and why its last health query failed.
+    servers: Mutex<HashMap<String, (HealthPolicy, Option<String>)>>,
+    tenant_changed: broadcast::Sender<String>,
+    server_changed: broadcast::Sender<String>,
+}
+
+impl Default for HealthBook {
+    fn default() -> Self {
+        Self {
+            tenants: Mutex::new(HashMap::new()),
+            servers: Mutex::new(HashMap::new()),
+            tenant_changed: broadcast::channel(4096).0,
+            server_changed: broadcast::channel(256).0,
+        }
+    }
+}
+
+impl HealthBook {
+    /// Tenants (`namespace/name`) whose status should be written again.
+    pub fn tenant_changes(&self) -> broadcast::Receiver<String> {
+        self.tenant_changed.subscribe()
+    }
+
+    /// Servers whose reachability changed.
+    pub fn server_changes(&self) -> broadcast::Receiver<String> {
+        self.server_changed.subscribe()
+    }
+
+    /// The tenant's health, once the monitor has looked at it.
+    pub fn tenant(&self, key: &str) -> Option<TenantHealth> {
+        self.lock_tenants().get(key).map(|r| r.health.clone())
+    }
+
+    /// The health policy the monitor uses for `server` (the default
+    /// before it has seen the server).
+    pub fn policy(&self, server: &str) -> HealthPolicy {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .map(|(policy, _)| policy.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why the server's last health query failed, if it did.
+    pub fn server_down(&self, server: &str) -> Option<String> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .and_then(|(_, error)| error.clone())
+    }
+
+    /// Whether the last login as the tenant was refused for its password.
+    pub fn password_rejected(&self, key: &str) -> bool {
+        self.lock_tenants()
+            .get(key)
+            .and_then(|r| r.health.login.as_ref())
+            .is_some_and(|l| l.password_rejected)
+    }
+
+    /// Has the tenant's login checked again at the next interval (after
+    /// its password was set again).
+    pub fn login_again(&self, key: &str) {
+        if let Some(record) = self.lock_tenants().get_mut(key) {
+            record.next_login = Instant::now();
+        }
+    }
+
+    fn lock_tenants(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantRecord>> {
+        self.tenants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn key(tenant: &TenantDatabase) -> String {
+    format!("{}/{}", tenant.namespace().unwrap_or_default(), tenant.name_any())
+}
+
+fn labels(key: &str) -> TenantLabels {
+    let (namespace, tenant) = key.split_once('/').unwrap_or(("", key));
+    TenantLabels {
+        namespace: namespace.to_owned(),
+        tenant: tenant.to_owned(),
+    }
+}
+
+/// A random point within `period` from now: spreads first checks out.
+fn staggered(period: Duration) -> Instant {
+    let fraction: f64 = rand::rng().random_range(0.0..1.0);
+    Instant::now() + period.mul_f64(fraction)
+}
+
+/// Runs one monitor per server in the cache, following servers as they come,
+/// change their health policy and go, until `stop` turns true.
+pub async fn run(ctx: Arc<Context>, stores: Stores, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tasks: HashMap<String, (HealthPolicy, tokio::task::JoinHandle<()>)> = HashMap::new();
+    while !*stop.borrow() {
+        let servers = stores.servers.state();
+        let names: HashSet<String> = servers.iter().map(|s| s.name_any()).collect();
+        for server in &servers {
+            let name = server.name_any();
+            let policy = HealthPolicy::of(server);
+            if tasks.get(&name).is_some_and(|(running, _)| *running == policy) {
+                continue;
+            }
+            if let Some((_, task)) = tasks.remove(&name) {
+                task.abort();
+            }
+            ctx.health
+                .servers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.clone())
+                .and_modify(|entry| entry.0 = policy.clone())
+                .or_insert((policy.clone(), None));
+            let task = tokio::spawn(watch_server(
+                ctx.clone(),
+                stores.clone(),
+                name.clone(),
+                policy.clone(),
+            ));
+            tasks.insert(name, (policy, task));
+        }
+        tasks.retain(|name, (_, task)| {
+            let keep = names.contains(name);
+            if !keep {
+                task.abort();
+                ctx.metrics.forget_server(name);
+            }
+            keep
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    for (_, (_, task)) in tasks {
+        task.abort();
+    }
+}
+
+async fn watch_server(ctx: Arc<Context>, stores: Stores, server: String, policy: HealthPolicy) {
+    // The first look comes soon; then every interval, ±10%.
+    tokio::time::sleep(policy.interval.min(Duration::from_secs(1))).await;
+    loop {
+        check_server(&ctx, &stores, &server, &policy).await;
+        let factor: f64 = rand::rng().random_range(0.9..1.1);
+        tokio::time::sleep(policy.interval.mul_f64(factor)).await;
+    }
+}
+
+/// One interval for one server.
+async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &HealthPolicy) {
+    let Some(server) = stores.servers.get(&ObjectRef::new(name)) else {
+        return;
+    };
+    // The server controller reports a missing or broken admin Secret.
+    let Ok(Some(Ok(credentials))) = ctx.admin_credentials(&server.spec.admin_secret_ref).await else {
+        return;
+    };
+    let tenants: Vec<Arc<TenantDatabase>> = stores
+        .all_tenants()
+        .into_iter()
+        .filter(|t| {
+            t.metadata.deletion_timestamp.is_none()
+                && t.status
+                    .as_ref()
+                    .is_some_and(|s| s.server.as_deref() == Some(name) && s.database_name.is_some())
+        })
+        .collect();
+    let now = Instant::now();
+    let checked_at = Time(k8s_openapi::jiff::Timestamp::now());
+
+    // Who is due for a size and a login, first times staggered over the period.
+    let (mut sizes, mut logins) = (Vec::new(), Vec::new());
+    {
+        let mut book = ctx.health.lock_tenants();
+        for tenant in &tenants {
+            let status = tenant.status.as_ref().expect("filtered on status");
+            let database = status.database_name.clone().unwrap_or_default();
+            let record = book.entry(key(tenant)).or_insert_with(|| TenantRecord {
+                health: TenantHealth::default(),
+                server: name.to_owned(),
+                next_login: staggered(policy.login_interval.min(policy.interval * 2)),
+                next_size: now,
+            });
+            record.server = name.to_owned();
+            if record.next_size <= now {
+                sizes.push(database.clone());
+                record.next_size = now + policy.size_interval;
+            }
+            if record.next_login <= now {
+                logins.push(tenant.clone());
+                record.next_login = now + policy.login_interval;
+            }
+        }
+    }
+    let databases: Vec<String> = tenants
+        .iter()
+        .filter_map(|t| t.status.as_ref().and_then(|s| s.database_name.clone()))
+        .collect();
+    let (pool, _) = ctx.pools.get(&server, &credentials);
+    // A server that does not answer must not stall the monitor for the
+    // pool's whole acquire timeout.
+    let deadline = policy
+        .interval
+        .clamp(Duration::from_secs(2), Duration::from_secs(10));
+    let sample = match tokio::time::timeout(deadline, health::sample_server(&pool, &databases, &sizes)).await
+    {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    };
+
+    // Logins, only when the server answers.
+    let login_results: HashMap<String, health::LoginResult> = if sample.is_ok() {
+        let attempts: Vec<(String, sqlx::postgres::PgConnectOptions)> = logins
+            .iter()
+            .filter_map(|tenant| {
+                let status = tenant.status.as_ref()?;
+                let namespace = tenant.namespace().unwrap_or_default();
+                let secret = stores.secret(&namespace, status.secret_name.as_deref()?)?;
+                let password = connection_secret::password_of(&secret)?;
+                let role = AdminCredentials {
+                    username: status.role_name.clone()?,
+                    password,
+                };
+                let options = admin_access::connect_options(&server.spec, &role, None)
+                    .database(status.database_name.as_deref()?)
+                    .application_name("tenantdb-health");
+                Some((key(tenant), options))
+            })
+            .collect();
+        futures::stream::iter(attempts)
+            .map(|(key, options)| async move { (key, health::login(&options).await) })
+            .buffer_unordered(LOGIN_CONCURRENCY)
+            .collect()
+            .await
+    } else {
+        HashMap::new()
+    };
+
+    // Metrics and the server's reachability.
+    let server_label = ServerLabel {
+        server: name.to_owned(),
+    };
+    let up = sample.is_ok();
+    ctx.metrics
+        .server_up
+        .get_or_create(&server_label)
+        .set(i64::from(up));
+    if let Ok(sample) = &sample {
+        ctx.metrics
+            .server_connections
+            .get_or_create(&server_label)
+            .set(i64::from(sample.connections));
+        ctx.metrics
+            .server_max_connections
+            .get_or_create(&server_label)
+            .set(i64::from(sample.max_connections));
+    }
+    let error = sample.as_ref().err().map(crate::reconcile::indexes::reason);
+    let was_up = ctx
+        .health
+        .servers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(name)
+        .map(|entry| std::mem::replace(&mut entry.1, error).is_none());
+    if was_up.is_some_and(|was| was != up) {
+        match &sample {
+            Ok(_) => tracing::info!(server = name, "server answers again"),
+            Err(error) => tracing::warn!(server = name, %error, "server does not answer"),
+        }
+        let _ = ctx.health.server_changed.send(name.to_owned());
+    }
+
+    // Each tenant's record, its metrics, and whether its status needs writing.
+    let mut changed = Vec::new();
+    {
+        let mut book = ctx.health.lock_tenants();
+        let present: HashSet<String> = tenants.iter().map(|t| key(t)).collect();
+        book.retain(|key, record| {
+            let keep = record.server != name || present.contains(key);
+            if !keep {
+                ctx.metrics.forget_tenant(&labels(key));
+            }
+            keep
+        });
+        for tenant in &tenants {
+            let key = key(tenant);
+            let status = tenant.status.as_ref().expect("filtered on status");
+            let Some(record) = book.get_mut(&key) else {
+                continue;
+            };
+            let health = &mut record.health;
+            health.checked_at = Some(checked_at.clone());
+            match &sample {
+                Ok(sample) => {
+                    health.server_error = None;
+                    health.database = status
+                        .database_name
+                        .as_ref()
+                        .and_then(|d| sample.databases.get(d))
+                        .cloned();
+                    if let Some(size) = health.database.as_ref().and_then(|d| d.size_bytes) {
+                        health.size_bytes = Some(size);
+                    }
+                }
+                Err(error) => {
+                    health.server_error = Some(crate::reconcile::indexes::reason(error));
+                    health.database = None;
+                }
+            }
+            if let Some(login) = login_results.get(&key) {
+                // One log line per transition.
+                if login.ok != health.login.as_ref().is_none_or(|l| l.ok) {
+                    match &login.message {
+                        Some(message) if !login.ok => {
+                            tracing::warn!(tenant = %key, %message, "tenant login failed")
+                        }
+                        _ => tracing::info!(tenant = %key, "tenant login works again"),
+                    }
+                }
+                health.login = Some(login.clone());
+            }
+            export(ctx, &key, health);
+            let mut new = status.clone();
+            health::apply(&mut new, health, policy, tenant.metadata.generation, &checked_at);
+            if health::worth_writing(Some(status), &new, policy.status_heartbeat, &checked_at) {
+                changed.push(key);
+            }
+        }
+    }
+    for key in changed {
+        let _ = ctx.health.tenant_changed.send(key);
+    }
+}
+
+/// The tenant's exact numbers, as metrics.
+fn export(ctx: &Context, key: &str, health: &TenantHealth) {
+    let labels = labels(key);
+    let metrics = &ctx.metrics;
+    let up = health.server_error.is_none()
+        && health.database.is_some()
+        && health.login.as_ref().is_none_or(|l| l.ok);
+    metrics.tenant_up.get_or_create(&labels).set(i64::from(up));
+    if let Some(database) = &health.database {
+        let other = database.total - database.active - database.idle - database.idle_in_transaction;
+        for (state, value) in [
+            ("active", database.active),
+            ("idle", database.idle),
+            ("idle_in_transaction", database.idle_in_transaction),
+            ("other", other.max(0)),
+        ] {
+            metrics
+                .tenant_connections
+                .get_or_create(&TenantStateLabels {
+                    namespace: labels.namespace.clone(),
+                    tenant: labels.tenant.clone(),
+                    state,
+                })
+                .set(i64::from(value));
+        }
+        metrics
+            .tenant_connection_limit
+            .get_or_create(&labels)
+            .set(i64::from(database.connection_limit));
+    }
+    if let Some(login) = health.login.as_ref().filter(|l| l.ok) {
+        metrics
+            .tenant_latency
+            .get_or_create(&labels)
+            .set(login.latency_ms as f64 / 1000.0);
+    }
+    if let Some(size) = health.size_bytes {
+        metrics.tenant_size.get_or_create(&labels).set(size);
+    }
+}
