@@ -1,6 +1,7 @@
 # The two ways in, each installing what a fresh Debian/Ubuntu machine lacks:
 #   make demo   the main job: a throwaway PostgreSQL, examples/ provisioned on it, a tenant login
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
+#   make bench  the benchmark (release build; docs/benchmarks.md)
 # `make crds` regenerates crds/ and the chart's copy after an API change.
 
 SHELL := /bin/bash
@@ -8,7 +9,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 TENANTDB := target/debug/tenantdb
 
-.PHONY: demo test deps crds
+.PHONY: demo test deps crds bench
 
 demo: deps
 	cargo build --locked
@@ -21,6 +22,11 @@ test: deps
 	cargo build --locked
 	diff <($(TENANTDB) crd) <(cat crds/*.yaml) || { echo "crds/ is stale: run 'make crds'" >&2; exit 1; }
 	cargo test --locked --all-features
+
+# Provisioning against the raw-SQL floor, steady-state cost, memory and
+# reconcile latency, on a throwaway PostgreSQL (docs/benchmarks.md).
+bench: deps
+	cargo run --release --locked --features emulator --bin tenantdb -- bench
 
 crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir crds

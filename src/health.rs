@@ -272,17 +272,6 @@ pub fn utilization(used: i32, limit: i32) -> i32 {
     i32::try_from((i64::from(used) * 100 / i64::from(limit)).min(100)).unwrap_or(100)
 }
 
-/// Latency bucket bounds in milliseconds: status is rewritten when the
-/// latency moves to another bucket, not on every millisecond.
-const LATENCY_BUCKETS_MS: [i64; 9] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500];
-
-fn latency_bucket(ms: i64) -> usize {
-    LATENCY_BUCKETS_MS
-        .iter()
-        .position(|bound| ms < *bound)
-        .unwrap_or(LATENCY_BUCKETS_MS.len())
-}
-
 /// Writes `health` into `status`: the live pool numbers, `health`, the
 /// `Healthy` condition, and phase `Degraded` while a Ready tenant is
 /// unhealthy (back to `Ready` when it recovers). `Ready` itself is left to
@@ -308,9 +297,17 @@ pub fn apply(
     let reachable = health.server_error.is_none()
         && health.database.is_some()
         && health.login.as_ref().is_none_or(|l| l.ok);
+    // Until this process has logged in itself (after a restart, say), the
+    // latency last reported stands.
+    let previous_latency = status.health.as_ref().and_then(|h| h.latency_ms);
+    let latency_ms = match &health.login {
+        Some(login) if login.ok => Some(login.latency_ms),
+        Some(_) => None,
+        None => previous_latency,
+    };
     status.health = Some(HealthStatus {
         reachable,
-        latency_ms: health.login.as_ref().filter(|l| l.ok).map(|l| l.latency_ms),
+        latency_ms,
         checked_at: Some(checked_at.clone()),
         size_bytes: health.size_bytes,
         message: problem.as_ref().map(|(_, message)| message.clone()),
@@ -358,11 +355,52 @@ fn significant(status: &TenantDatabaseStatus) -> TenantDatabaseStatus {
         pool.utilization /= 10;
     }
     if let Some(health) = view.health.as_mut() {
-        health.latency_ms = health.latency_ms.map(|ms| latency_bucket(ms) as i64);
+        // Compared apart, with hysteresis (see `latency_moved`).
+        health.latency_ms = health.latency_ms.map(|_| 0);
         health.checked_at = None;
         health.size_bytes = None;
     }
     view
+}
+
+/// Latency buckets for status, in milliseconds: status is rewritten when
+/// the (smoothed) latency moves to another bucket, not on every jitter.
+const LATENCY_BUCKETS_MS: [f64; 5] = [100.0, 250.0, 500.0, 1000.0, 2500.0];
+
+fn latency_bucket(ms: f64) -> usize {
+    LATENCY_BUCKETS_MS
+        .iter()
+        .position(|bound| ms < *bound)
+        .unwrap_or(LATENCY_BUCKETS_MS.len())
+}
+
+/// Whether the login latency moved to another bucket, by 20% past the
+/// boundary (so a latency hovering at a boundary does not flap).
+fn latency_moved(old: Option<i64>, new: Option<i64>) -> bool {
+    match (old, new) {
+        (Some(old), Some(new)) => {
+            let (old, new) = (old as f64, new as f64);
+            // Judged 20% short of where it is: past a boundary by less
+            // than that, it has not crossed.
+            let past_boundary = match new.partial_cmp(&old) {
+                Some(std::cmp::Ordering::Greater) => new / 1.2,
+                Some(std::cmp::Ordering::Less) => new * 1.2,
+                _ => return false,
+            };
+            latency_bucket(past_boundary) != latency_bucket(old)
+        }
+        (None, None) => false,
+        _ => true,
+    }
+}
+
+/// Smooths login latency over checks (exponentially weighted, a third for
+/// the newest), so one slow login on a busy machine is not news.
+pub fn smoothed_latency(previous: Option<i64>, latest: i64) -> i64 {
+    match previous {
+        Some(previous) => (previous * 2 + latest + 1) / 3,
+        None => latest,
+    }
 }
 
 /// Whether `new` is worth writing over `old`: something significant
@@ -380,7 +418,8 @@ pub fn worth_writing(
     if old == new {
         return false;
     }
-    if significant(old) != significant(new) {
+    let latency = |s: &TenantDatabaseStatus| s.health.as_ref().and_then(|h| h.latency_ms);
+    if significant(old) != significant(new) || latency_moved(latency(old), latency(new)) {
         return true;
     }
     let checked = old.health.as_ref().and_then(|h| h.checked_at.as_ref());
@@ -461,6 +500,24 @@ mod tests {
             policy.status_heartbeat,
             &time(160)
         ));
+        // Jitter (4 ms, then 90 ms) is not news, nor is hovering at a
+        // boundary (98 ms, then 105 ms).
+        let fast = applied(&first, &sample(3, 4, 160));
+        let jitter = applied(&fast, &sample(3, 90, 190));
+        assert!(!worth_writing(
+            Some(&fast),
+            &jitter,
+            policy.status_heartbeat,
+            &time(190)
+        ));
+        let at_nine = applied(&first, &sample(3, 98, 160));
+        let at_eleven = applied(&at_nine, &sample(3, 105, 190));
+        assert!(!worth_writing(
+            Some(&at_nine),
+            &at_eleven,
+            policy.status_heartbeat,
+            &time(190)
+        ));
         // …until the heartbeat is due.
         assert!(worth_writing(
             Some(&first),
@@ -476,7 +533,7 @@ mod tests {
             policy.status_heartbeat,
             &time(160)
         ));
-        let slower = applied(&first, &sample(3, 30, 160));
+        let slower = applied(&first, &sample(3, 300, 160));
         assert!(worth_writing(
             Some(&first),
             &slower,

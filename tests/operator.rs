@@ -383,7 +383,13 @@ async fn event_reasons(cluster: &TestCluster, namespace: &str, name: &str) -> Ve
 async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
     let cluster = TestCluster::emulated(Default::default()).await;
     let server = server_name("quiet");
-    add_server(&cluster, &server, support::admin().await).await;
+    add_server_with(
+        &cluster,
+        &server,
+        support::admin().await,
+        json!({"healthCheck": {"interval": "1s", "loginInterval": "2s"}}),
+    )
+    .await;
     let ns = cluster.namespace("quiet").await;
     let resync = Duration::from_secs(1);
     let operator = Operator::start(&cluster, resync);
@@ -400,7 +406,27 @@ async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
             secret_data(&cluster, &ns, &format!("t{i:02}-db")).await["PGPASSWORD"].clone(),
         );
     }
-    // Let the server's status settle on 20 databases, then watch three resyncs.
+    // Let the server's status settle on 20 databases and the health
+    // monitor see every tenant, then watch three resyncs.
+    for i in 0..20 {
+        wait_for(&cluster, &ns, &format!("t{i:02}"), "Healthy after a login", |t| {
+            healthy(t) == Some(true)
+                && t.status
+                    .as_ref()
+                    .and_then(|s| s.health.as_ref())
+                    .is_some_and(|h| h.latency_ms.is_some())
+        })
+        .await;
+    }
+    // Logins (a per-tenant rotation of their own) pushed far out.
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .patch(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1h"}}})),
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let emulator = cluster.emulator.as_ref().unwrap();
     let reconciled = r#"tenantdb_reconcile_total{controller="tenantdatabase",result="ok"}"#;
@@ -1321,7 +1347,7 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
         &cluster,
         &server,
         &admin,
-        json!({"healthCheck": {"interval": "1s"}}),
+        json!({"healthCheck": {"interval": "1s", "loginInterval": "2s"}}),
     )
     .await;
     let ns = cluster.namespace("fleet").await;
@@ -1355,8 +1381,17 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
         assert!(Instant::now() < deadline, "only {settled} of 200 tenants healthy");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Quiet from here: watch five intervals.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The logins (a per-tenant rotation of their own) are pushed far out,
+    // so what is watched is the batched query alone: five intervals.
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .patch(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1h"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let emulator = cluster.emulator.as_ref().unwrap();
     let admin_oid: sqlx::postgres::types::Oid =
         sqlx::query_scalar("SELECT oid FROM pg_roles WHERE rolname = $1")

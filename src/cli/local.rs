@@ -252,6 +252,24 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     })
     .await;
     workspace.close().await;
+    // Every Secret file is on disk before apply reports.
+    let mut results = results;
+    for (job, result) in workspace.jobs.iter().zip(results.iter_mut()) {
+        let written = match result {
+            Ok(applied) => applied.secret_written.take(),
+            Err(_) => None,
+        };
+        if let Some(written) = written {
+            let outcome = written.await.map_err(std::io::Error::other).and_then(|r| r);
+            if let Err(error) = outcome {
+                eprintln!(
+                    "{}: the connection Secret could not be written: {error}",
+                    job.key()
+                );
+                *result = Err(anyhow::anyhow!("writing the connection Secret: {error}"));
+            }
+        }
+    }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut failed = problems.len();
@@ -344,27 +362,53 @@ struct Applied {
     /// Index actions taken, and how many of them failed.
     index_jobs: usize,
     index_failures: usize,
+    /// The connection Secret file being written, if any.
+    secret_written: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 async fn apply_one(workspace: &Workspace, common: &Common, job: &TenantJob) -> anyhow::Result<Applied> {
     let password = secret_password(common, job)?;
     let outcome = workspace.provision(job, stored(&password), Mode::Apply).await?;
-    let (indexes, index_jobs, index_failures) = build_indexes(workspace, job).await?;
-    if let (Some(dir), Some(password)) = (&common.secrets_dir, &outcome.plan.password) {
-        std::fs::create_dir_all(dir)?;
-        let secret = workspace.connection_secret(job, password);
-        local::write_secret(&local::secret_path(dir, job), &secret)?;
-    } else if outcome.plan.password_is_new {
-        eprintln!(
-            "{}: warning: a new password was set but not saved anywhere (give --secrets-dir to keep it)",
-            job.key()
-        );
-    }
+    // The password is saved first, and off the tenant's turn: the file is
+    // fsynced, which on a slow disk costs as much as the SQL.
+    let secret_written = match (&common.secrets_dir, &outcome.plan.password) {
+        (Some(dir), Some(password)) => {
+            let path = local::secret_path(dir, job);
+            let secret = workspace.connection_secret(job, password);
+            let dir = dir.clone();
+            Some(tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir)?;
+                local::write_secret(&path, &secret)
+            }))
+        }
+        _ => {
+            if outcome.plan.password_is_new {
+                eprintln!(
+                    "{}: warning: a new password was set but not saved anywhere (give --secrets-dir to keep it)",
+                    job.key()
+                );
+            }
+            None
+        }
+    };
+    // A database created just now holds no index to build or drop: no need
+    // to connect to it when none is declared.
+    let created = outcome
+        .plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::CreateDatabase { .. }));
+    let (indexes, index_jobs, index_failures) = if created && job.desired.indexes.is_empty() {
+        (IndexPlan::default(), 0, 0)
+    } else {
+        build_indexes(workspace, job).await?
+    };
     Ok(Applied {
         outcome,
         indexes,
         index_jobs,
         index_failures,
+        secret_written,
     })
 }
 
@@ -376,6 +420,10 @@ async fn build_indexes(
 ) -> Result<(IndexPlan, usize, usize), ReconcileError> {
     let outcome = workspace.indexes(job, Mode::Apply).await?;
     let started = outcome.plan.actions.len();
+    if outcome.started.is_empty() {
+        // Nothing ran in the background: the plan's states are the final ones.
+        return Ok((outcome.plan, started, 0));
+    }
     let mut running = futures::stream::FuturesUnordered::new();
     for (action, handle) in outcome.started {
         eprintln!("{}: {}…", job.key(), action.describe());

@@ -1,4 +1,4 @@
-//! What every reconcile shares: the client, admin pools, event recorder,
+//! What every reconcile shares: the client, admin pools, Events,
 //! metrics, settings, and per-object failure counts for backoff.
 
 use std::collections::HashMap;
@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::api::PostParams;
 use kube::{Resource, ResourceExt};
 use rand::RngExt;
 
@@ -27,7 +29,8 @@ pub const FINALIZER: &str = "tenantdb.io/cleanup";
 pub struct Context {
     pub client: kube::Client,
     pub pools: AdminPools,
-    pub recorder: Recorder,
+    /// This replica's name, as the reporting instance of its Events.
+    pub identity: String,
     pub metrics: Metrics,
     /// How often a converged object is looked at again.
     pub resync: Duration,
@@ -46,7 +49,7 @@ pub struct Context {
 impl Context {
     pub fn new(
         client: kube::Client,
-        recorder: Recorder,
+        identity: String,
         metrics: Metrics,
         resync: Duration,
         index_jobs: Arc<IndexJobs>,
@@ -54,7 +57,7 @@ impl Context {
         Self {
             client,
             pools: AdminPools::default(),
-            recorder,
+            identity,
             metrics,
             resync,
             index_jobs,
@@ -127,8 +130,14 @@ impl Context {
             .remove(key);
     }
 
-    /// Publishes an Event about `object`; a failure to publish is logged,
-    /// never allowed to fail the reconcile.
+    /// Publishes an `events.k8s.io/v1` Event about `object`; a failure to
+    /// publish is logged, never allowed to fail the reconcile.
+    ///
+    /// Written here rather than through kube-runtime's `Recorder`: tenantdb
+    /// publishes only on transitions, so the Recorder's deduplication into
+    /// series is never needed, while its cache keeps every Event for six
+    /// minutes — measured at about 29 MiB after 10,000 tenants each got
+    /// one (docs/benchmarks.md).
     pub async fn event<K: Resource<DynamicType = ()>>(
         &self,
         object: &K,
@@ -136,18 +145,33 @@ impl Context {
         reason: &str,
         note: String,
     ) {
+        let regarding = object.object_ref(&());
+        let now = k8s_openapi::jiff::Timestamp::now();
         let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or("tenantdb"),
+                    now.as_nanosecond()
+                )),
+                namespace: regarding.namespace.clone(),
+                ..ObjectMeta::default()
             },
-            reason: reason.to_owned(),
+            event_time: Some(MicroTime(now)),
+            action: Some("Reconcile".to_owned()),
+            reason: Some(reason.to_owned()),
             note: Some(note.chars().take(1000).collect()),
-            action: "Reconcile".to_owned(),
-            secondary: None,
+            type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
+            reporting_controller: Some("tenantdb.io/operator".to_owned()),
+            reporting_instance: Some(self.identity.clone()),
+            regarding: Some(regarding.clone()),
+            ..Event::default()
         };
-        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        if let Err(error) = Api::<Event>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &event)
+            .await
+        {
             tracing::warn!(object = %object.name_any(), reason, %error, "could not publish an Event");
         }
     }

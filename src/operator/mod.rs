@@ -22,7 +22,6 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, ResourceExt};
@@ -117,16 +116,9 @@ pub async fn run(
         .leader_election
         .as_ref()
         .map_or_else(|| "tenantdb".to_owned(), |l| l.identity.clone());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "tenantdb".into(),
-            instance: Some(identity.clone()),
-        },
-    );
     let ctx = Arc::new(context::Context::new(
         client.clone(),
-        recorder,
+        identity.clone(),
         metrics::Metrics::default(),
         config.resync,
         IndexJobs::new(config.index_retry),
@@ -230,7 +222,26 @@ async fn controllers(
     };
     for scope in &scopes {
         let (tenants_api, secrets_api): (Api<TenantDatabase>, Api<Secret>) = scoped(scope);
-        let controller = Controller::new(tenants_api.clone(), watcher::Config::default())
+        // A tenant is reconciled when its spec, finalizers or deletion
+        // change — not on its own status writes, which would double the
+        // work (the resync, owned Secrets, index jobs and the health
+        // monitor re-queue it when needed).
+        let (tenant_store, tenant_writer) = reflector::store::<TenantDatabase>();
+        // The cache drops what the operator never reads and a real API
+        // server sends with every object: managedFields, and kubectl's
+        // copy of the whole object in last-applied-configuration.
+        let tenant_changes = reflector(
+            tenant_writer,
+            watcher(tenants_api.clone(), watcher::Config::default()).modify(|tenant| {
+                tenant.metadata.managed_fields = None;
+                if let Some(annotations) = tenant.metadata.annotations.as_mut() {
+                    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+                }
+            }),
+        )
+        .applied_objects()
+        .predicate_filter(reconcile_worthy, Default::default());
+        let controller = Controller::for_stream(tenant_changes, tenant_store)
             .with_config(controller::Config::default().concurrency(config.concurrency));
         let (secret_store, secret_writer) = reflector::store::<Secret>();
         let managed_secrets = reflector(
@@ -380,6 +391,17 @@ async fn controllers(
     monitor.abort();
     syncing.abort();
     ctx.synced.store(false, Ordering::Relaxed);
+}
+
+/// What a tenant's reconcile depends on in the object itself: the spec (its
+/// generation), finalizers and deletion.
+fn reconcile_worthy(tenant: &TenantDatabase) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    tenant.metadata.generation.hash(&mut hasher);
+    tenant.metadata.finalizers.hash(&mut hasher);
+    tenant.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The messages of a broadcast channel as a stream (a lagging receiver

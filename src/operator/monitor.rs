@@ -147,6 +147,12 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, mut stop: tokio::sync::watch
             }
             if let Some((_, task)) = tasks.remove(&name) {
                 task.abort();
+                // A new login interval applies at once, spread out again.
+                for record in ctx.health.lock_tenants().values_mut() {
+                    if record.server == name {
+                        record.next_login = staggered(policy.login_interval);
+                    }
+                }
             }
             ctx.health
                 .servers
@@ -244,7 +250,9 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
             let record = book.entry(key(tenant)).or_insert_with(|| TenantRecord {
                 health: TenantHealth::default(),
                 server: name.to_owned(),
-                next_login: staggered(policy.login_interval.min(policy.interval * 2)),
+                // First logins spread over the whole login interval: a
+                // restart with 10,000 tenants must not log in to all at once.
+                next_login: staggered(policy.login_interval),
                 next_size: now,
             });
             record.server = name.to_owned();
@@ -384,12 +392,20 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
                         _ => tracing::info!(tenant = %key, "tenant login works again"),
                     }
                 }
-                health.login = Some(login.clone());
+                let mut login = login.clone();
+                if login.ok {
+                    // Status shows the smoothed latency; metrics the last one.
+                    export_latency(ctx, &key, login.latency_ms);
+                    let previous = health.login.as_ref().filter(|l| l.ok).map(|l| l.latency_ms);
+                    login.latency_ms = health::smoothed_latency(previous, login.latency_ms);
+                }
+                health.login = Some(login);
             }
             export(ctx, &key, health);
             let mut new = status.clone();
             health::apply(&mut new, health, policy, tenant.metadata.generation, &checked_at);
             if health::worth_writing(Some(status), &new, policy.status_heartbeat, &checked_at) {
+                tracing::debug!(tenant = %key, old = ?status.health, new = ?new.health, "status worth writing");
                 changed.push(key);
             }
         }
@@ -397,6 +413,14 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
     for key in changed {
         let _ = ctx.health.tenant_changed.send(key);
     }
+}
+
+/// The tenant's last login latency, as a metric.
+fn export_latency(ctx: &Context, key: &str, latency_ms: i64) {
+    ctx.metrics
+        .tenant_latency
+        .get_or_create(&labels(key))
+        .set(latency_ms as f64 / 1000.0);
 }
 
 /// The tenant's exact numbers, as metrics.
@@ -428,12 +452,6 @@ fn export(ctx: &Context, key: &str, health: &TenantHealth) {
             .tenant_connection_limit
             .get_or_create(&labels)
             .set(i64::from(database.connection_limit));
-    }
-    if let Some(login) = health.login.as_ref().filter(|l| l.ok) {
-        metrics
-            .tenant_latency
-            .get_or_create(&labels)
-            .set(login.latency_ms as f64 / 1000.0);
     }
     if let Some(size) = health.size_bytes {
         metrics.tenant_size.get_or_create(&labels).set(size);

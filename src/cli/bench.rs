@@ -1,0 +1,856 @@
+//! `tenantdb bench` (built with feature `emulator`): where tenantdb stands,
+//! measured in one run on one throwaway PostgreSQL —
+//!
+//! 1. provisioning N tenants through `tenantdb apply` and through the
+//!    operator (API emulator + `tenantdb run`), against the raw-SQL floor:
+//!    the same statements sent by a plain client, one connection per worker;
+//! 2. the steady state of N Ready tenants: Kubernetes writes, SQL statements
+//!    per health interval, operator CPU;
+//! 3. the operator's resident memory with 1,000 and 10,000 TenantDatabases
+//!    in its caches;
+//! 4. reconcile latency: a spec change to the new CONNECTION LIMIT in
+//!    PostgreSQL.
+//!
+//! The operator and `apply` run as child processes of this same binary, so
+//! their CPU and memory are theirs alone.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use tenantdb::api::{DatabaseServer, TenantDatabase};
+use tenantdb::emulator::{Emulator, EmulatorOptions};
+use tenantdb::reconcile::{self, Snapshot, Step, StoredPassword};
+use tenantdb::sql::{Ident, ScramVerifier};
+use tenantdb::throwaway::ThrowawayPostgres;
+
+const ADMIN_ROLE: &str = "tenantdb_bench_admin";
+
+/// Each tenant's login is checked this often during the benchmark.
+const LOGIN_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tenants provisioned by each of the three provisioning runs.
+    #[arg(long, default_value_t = 200)]
+    tenants: usize,
+
+    /// Workers: connections of the raw-SQL floor, `tenantdb apply --concurrency`.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+
+    /// Health intervals watched in the steady state.
+    #[arg(long, default_value_t = 5)]
+    intervals: u32,
+
+    /// The health check interval during the steady state, in seconds.
+    #[arg(long, default_value_t = 2)]
+    interval_seconds: u64,
+
+    /// Numbers of TenantDatabase objects at which the operator's memory is read.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    memory_objects: Vec<usize>,
+
+    /// Spec changes timed for the reconcile latency.
+    #[arg(long, default_value_t = 100)]
+    changes: usize,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub tenants: usize,
+    pub workers: usize,
+    pub provisioning: Provisioning,
+    pub steady_state: SteadyState,
+    pub memory: Vec<MemoryPoint>,
+    pub reconcile_latency: Latency,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub postgres: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Provisioning {
+    /// Milliseconds per tenant, wall clock over the whole run.
+    pub floor_ms_per_tenant: f64,
+    /// The floor's two runs, before and after tenantdb's.
+    pub floor_runs_ms_per_tenant: [f64; 2],
+    pub apply_ms_per_tenant: f64,
+    pub operator_ms_per_tenant: f64,
+    pub apply_ratio: f64,
+    pub operator_ratio: f64,
+    /// Where the time went: CPU seconds per process during each run.
+    pub floor_cpu: Cpu,
+    pub apply_cpu: Cpu,
+    pub operator_cpu: Cpu,
+}
+
+/// CPU seconds spent during one run, by whom.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Cpu {
+    pub wall_seconds: f64,
+    pub postgres: f64,
+    /// The tenantdb process doing the work (`apply`, or `tenantdb run`).
+    pub tenantdb: f64,
+    /// This benchmark process: the plain client of the floor, the API emulator.
+    pub bench: f64,
+}
+
+/// CPU seconds of every `postgres` process, of this process, and of its
+/// reaped children.
+fn cpu_now(operator: Option<u32>) -> (f64, f64, f64, f64) {
+    let mut postgres = 0.0;
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let path = entry.path().join("stat");
+            if let Ok(stat) = std::fs::read_to_string(&path)
+                && stat.contains("(postgres)")
+            {
+                // Live backends' own time, plus (on the postmaster) the time
+                // of the backends it has reaped.
+                postgres +=
+                    stat_cpu(&stat, 11) + stat_cpu(&stat, 12) + stat_cpu(&stat, 13) + stat_cpu(&stat, 14);
+            }
+        }
+    }
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let operator = operator
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map_or(0.0, |stat| stat_cpu(&stat, 11) + stat_cpu(&stat, 12));
+    (
+        postgres,
+        stat_cpu(&own, 11) + stat_cpu(&own, 12),
+        stat_cpu(&own, 13) + stat_cpu(&own, 14),
+        operator,
+    )
+}
+
+/// Field `index` (counted after the command name) of a /proc stat line, in seconds.
+fn stat_cpu(stat: &str, index: usize) -> f64 {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(index))
+        .and_then(|f| f.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / clock_ticks())
+}
+
+/// Runs `work` and reports its wall clock and who used the CPU.
+async fn measured<T>(
+    operator: Option<u32>,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Cpu)> {
+    let (pg0, own0, children0, op0) = cpu_now(operator);
+    let started = Instant::now();
+    let value = work.await?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    // Let PostgreSQL reap the backends of closed connections, whose time
+    // then shows on the postmaster.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pg1, own1, children1, op1) = cpu_now(operator);
+    Ok((
+        value,
+        Cpu {
+            wall_seconds: round(wall_seconds),
+            postgres: round(pg1 - pg0),
+            tenantdb: round(children1 - children0 + op1 - op0),
+            bench: round(own1 - own0),
+        },
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SteadyState {
+    pub intervals: u32,
+    pub interval_seconds: u64,
+    /// Kubernetes write requests by the operator over the intervals.
+    pub kubernetes_writes: u64,
+    /// Statements the admin role ran, per interval (pg_stat_statements).
+    pub statements_per_interval: f64,
+    /// Distinct statements the admin role ran.
+    pub distinct_statements: usize,
+    pub operator_cpu_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryPoint {
+    pub objects: usize,
+    pub rss_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub changes: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.tenants == 0 || args.workers == 0 || args.intervals == 0 {
+        bail!("--tenants, --workers and --intervals must be at least 1");
+    }
+    let exe = std::env::current_exe().context("finding the tenantdb binary")?;
+    let work = tempdir("tenantdb-bench")?;
+    eprintln!("starting a throwaway PostgreSQL…");
+    let postgres = tokio::task::spawn_blocking(|| {
+        // Autovacuum off: its work grows with the number of databases and
+        // would tax whichever run comes later.
+        ThrowawayPostgres::start_with(&[
+            "shared_preload_libraries=pg_stat_statements",
+            "max_connections=500",
+            "autovacuum=off",
+        ])
+    })
+    .await??;
+    let admin_password = tenantdb::password::generate();
+    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await?;
+    sqlx::query(tenantdb::sql::create_admin_role(
+        &Ident::parse(ADMIN_ROLE)?,
+        &ScramVerifier::generate(&admin_password),
+    ))
+    .execute(&mut superuser)
+    .await?;
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&mut superuser)
+        .await?;
+    let postgres_version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
+        .fetch_one(&mut superuser)
+        .await?;
+    let admin_url = postgres.url(ADMIN_ROLE, &admin_password, "postgres");
+
+    // 1c. The floor, measured before and after tenantdb's runs (the best
+    // of the two counts): the server's first databases cost more (new WAL
+    // segments), which would otherwise favour whichever runs later.
+    eprintln!(
+        "provisioning {} tenants with plain SQL ({} connections)…",
+        args.tenants, args.workers
+    );
+    let (floor_before, floor_cpu_before) =
+        measured(None, floor(&admin_url, "floor1", args.tenants, args.workers)).await?;
+
+    // 1a. tenantdb apply.
+    eprintln!("provisioning {} tenants with tenantdb apply…", args.tenants);
+    let (apply, apply_cpu) =
+        measured(None, apply(&exe, &work, &admin_url, args.tenants, args.workers)).await?;
+
+    // 1b. The operator.
+    eprintln!("provisioning {} tenants with the operator…", args.tenants);
+    let emulator = Emulator::start(EmulatorOptions {
+        crds: tenantdb::api::crds(),
+        ..EmulatorOptions::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the API emulator: {}", e.message))?;
+    let client = emulator.client()?;
+    let kubeconfig = work.join("kubeconfig");
+    std::fs::write(&kubeconfig, emulator.kubeconfig_for("operator"))?;
+    let mut operator = start_operator(&exe, &kubeconfig, &work.join("operator.log"))?;
+    let server = add_server(&client, &postgres, &admin_password, args.interval_seconds).await?;
+    let ((), operator_cpu) = measured(operator.id(), async {
+        create_tenants(&client, "bench", args.tenants, &server).await?;
+        wait_for_all(&client, "bench", args.tenants, "Ready", |t| condition(t, "Ready")).await
+    })
+    .await?;
+    let operator_elapsed = Duration::from_secs_f64(operator_cpu.wall_seconds);
+
+    eprintln!("provisioning {} tenants with plain SQL again…", args.tenants);
+    let (floor_after, floor_cpu_after) =
+        measured(None, floor(&admin_url, "floor2", args.tenants, args.workers)).await?;
+    let (floor, floor_cpu) = if floor_after < floor_before {
+        (floor_after, floor_cpu_after)
+    } else {
+        (floor_before, floor_cpu_before)
+    };
+
+    // 2. The steady state.
+    eprintln!("watching {} quiet health intervals…", args.intervals);
+    // Quiet means after every tenant's first login (spread over the login
+    // interval), whose result is worth a status write.
+    wait_for_all(&client, "bench", args.tenants, "Healthy", |t| {
+        condition(t, "Healthy")
+            && t.status
+                .as_ref()
+                .and_then(|s| s.health.as_ref())
+                .is_some_and(|h| h.latency_ms.is_some())
+    })
+    .await?;
+    // Later rounds of logins, warm where the first met a cold database,
+    // settle the smoothed latency.
+    tokio::time::sleep(LOGIN_INTERVAL * 3).await;
+    let interval = Duration::from_secs(args.interval_seconds);
+    tokio::time::sleep(interval * 2).await;
+    let admin_oid: sqlx::postgres::types::Oid =
+        sqlx::query_scalar("SELECT oid FROM pg_roles WHERE rolname = $1")
+            .bind(ADMIN_ROLE)
+            .fetch_one(&mut superuser)
+            .await?;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&mut superuser)
+        .await?;
+    let writes_before = writes(&emulator.request_counts_of("operator"));
+    let cpu_before = cpu_seconds(operator.id())?;
+    tokio::time::sleep(interval * args.intervals).await;
+    let cpu_after = cpu_seconds(operator.id())?;
+    let writes_after = writes(&emulator.request_counts_of("operator"));
+    let statements: Vec<(String, i64)> =
+        sqlx::query_as("SELECT query, calls FROM pg_stat_statements WHERE userid = $1")
+            .bind(admin_oid)
+            .fetch_all(&mut superuser)
+            .await?;
+    let steady_state = SteadyState {
+        intervals: args.intervals,
+        interval_seconds: args.interval_seconds,
+        kubernetes_writes: writes_after - writes_before,
+        statements_per_interval: statements.iter().map(|(_, c)| *c as f64).sum::<f64>()
+            / f64::from(args.intervals),
+        distinct_statements: statements.len(),
+        operator_cpu_seconds: cpu_after - cpu_before,
+    };
+
+    // 4. Reconcile latency.
+    eprintln!("timing {} spec changes…", args.changes);
+    let reconcile_latency = latency(&client, &mut superuser, args.changes).await?;
+
+    // 3. Memory, with a fresh operator and tenants on a server that does not exist.
+    let _ = operator.kill().await;
+    let mut memory = Vec::new();
+    if !args.memory_objects.is_empty() {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": "memory"}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        let mut operator = start_operator(&exe, &kubeconfig, &work.join("operator-memory.log"))?;
+        let mut created = 0;
+        let mut targets = args.memory_objects.clone();
+        targets.sort_unstable();
+        for objects in targets {
+            eprintln!("reading the operator's memory with {objects} TenantDatabases…");
+            // The operator's own tenants count towards the total.
+            let wanted = objects.saturating_sub(args.tenants);
+            create_tenants_from(
+                &client,
+                "memory",
+                created,
+                wanted.saturating_sub(created),
+                "ghost",
+            )
+            .await?;
+            created = created.max(wanted);
+            // Every object reconciled (stalled on the missing server), then settle.
+            wait_for_all(&client, "memory", created, "reconciled", |t| t.status.is_some()).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            memory.push(MemoryPoint {
+                objects: created + args.tenants,
+                rss_mib: rss_mib(operator.id())?,
+            });
+        }
+        let _ = operator.kill().await;
+    }
+
+    let floor_ms = floor.as_secs_f64() * 1000.0 / args.tenants as f64;
+    let apply_ms = apply.as_secs_f64() * 1000.0 / args.tenants as f64;
+    let operator_ms = operator_elapsed.as_secs_f64() * 1000.0 / args.tenants as f64;
+    let report = Report {
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            postgres: postgres_version,
+        },
+        tenants: args.tenants,
+        workers: args.workers,
+        provisioning: Provisioning {
+            floor_ms_per_tenant: round(floor_ms),
+            floor_runs_ms_per_tenant: [
+                round(floor_before.as_secs_f64() * 1000.0 / args.tenants as f64),
+                round(floor_after.as_secs_f64() * 1000.0 / args.tenants as f64),
+            ],
+            apply_ms_per_tenant: round(apply_ms),
+            operator_ms_per_tenant: round(operator_ms),
+            apply_ratio: round(apply_ms / floor_ms),
+            operator_ratio: round(operator_ms / floor_ms),
+            floor_cpu,
+            apply_cpu,
+            operator_cpu,
+        },
+        steady_state,
+        memory,
+        reconcile_latency,
+    };
+    drop(emulator);
+    let _ = superuser.close().await;
+    tokio::task::spawn_blocking(move || drop(postgres)).await?;
+    if std::env::var_os("TENANTDB_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    } else {
+        eprintln!("kept {}", work.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}",
+        tenantdb::password::generate()[..8].to_lowercase()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A tenant spec as every run provisions it: a pool contract and guard rails.
+fn tenant(namespace: &str, name: &str, server: &str) -> TenantDatabase {
+    serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"server": server, "pool": {"maxConnections": 5, "replicas": 2},
+                 "limits": {"statementTimeout": "15s", "idleInTransactionSessionTimeout": "60s"}}
+    }))
+    .expect("a valid tenant")
+}
+
+/// The raw-SQL floor: for each tenant, exactly the statements tenantdb's
+/// plan for a new tenant holds (verifiers computed beforehand), sent by a
+/// plain client in as few round trips as PostgreSQL allows — role steps in
+/// one transaction, CREATE DATABASE alone, database steps in one — over one
+/// connection per worker.
+async fn floor(admin_url: &str, namespace: &str, tenants: usize, workers: usize) -> anyhow::Result<Duration> {
+    let server: DatabaseServer = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer", "metadata": {"name": "floor"},
+        "spec": {"host": "unused", "adminSecretRef": {"namespace": "x", "name": "y"}}
+    }))?;
+    let mut scripts = Vec::new();
+    for i in 0..tenants {
+        let desired = reconcile::resolve(&tenant(namespace, &format!("t{i:05}"), "floor"), &server)?;
+        let plan = reconcile::plan::plan_provision(
+            &desired,
+            &Snapshot::default(),
+            StoredPassword::Missing,
+            tenantdb::password::generate_password(),
+        )?;
+        let (mut before, mut create, mut after) = (Vec::new(), None, Vec::new());
+        for step in &plan.steps {
+            let Some(statement) = step.statement() else {
+                continue;
+            };
+            match step {
+                Step::CreateDatabase { .. } => create = Some(statement.0),
+                _ if create.is_none() => before.push(statement.0),
+                _ => after.push(statement.0),
+            }
+        }
+        scripts.push((
+            format!("BEGIN; {}; COMMIT", before.join("; ")),
+            create.context("the plan creates the database")?,
+            format!("BEGIN; {}; COMMIT", after.join("; ")),
+        ));
+    }
+    let queue = Arc::new(std::sync::Mutex::new(scripts));
+    let mut connections = Vec::new();
+    for _ in 0..workers {
+        connections.push(PgConnection::connect(admin_url).await?);
+    }
+    let started = Instant::now();
+    let results = futures::future::join_all(connections.into_iter().map(|mut conn| {
+        let queue = queue.clone();
+        async move {
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some((before, create, after)) = next else {
+                    break;
+                };
+                sqlx::raw_sql(sqlx::AssertSqlSafe(before))
+                    .execute(&mut conn)
+                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                    .execute(&mut conn)
+                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(after))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            conn.close().await
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    for result in results {
+        result?;
+    }
+    Ok(elapsed)
+}
+
+/// `tenantdb apply` as a person runs it: manifests in a file, Secrets written.
+async fn apply(
+    exe: &Path,
+    work: &Path,
+    admin_url: &str,
+    tenants: usize,
+    workers: usize,
+) -> anyhow::Result<Duration> {
+    let manifests = work.join("apply");
+    std::fs::create_dir_all(&manifests)?;
+    let mut yaml = String::from(
+        "apiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {name: bench-pg}\n\
+         spec: {host: unused, adminSecretRef: {namespace: ops, name: pg-admin}}\n",
+    );
+    for i in 0..tenants {
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_norway::to_string(&tenant(
+            "apply",
+            &format!("t{i:05}"),
+            "bench-pg",
+        ))?);
+    }
+    std::fs::write(manifests.join("tenants.yaml"), yaml)?;
+    let started = Instant::now();
+    let output = tokio::process::Command::new(exe)
+        .args(["apply", "-f"])
+        .arg(&manifests)
+        .args(["--concurrency", &workers.to_string(), "--secrets-dir"])
+        .arg(work.join("secrets"))
+        .env("TENANTDB_ADMIN_URL", admin_url)
+        .output()
+        .await?;
+    let elapsed = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "tenantdb apply failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(elapsed)
+}
+
+fn start_operator(exe: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<tokio::process::Child> {
+    Ok(tokio::process::Command::new(exe)
+        .args(["run", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args([
+            "--no-leader-election",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--resync",
+            "5m",
+        ])
+        .env(
+            "RUST_LOG",
+            std::env::var("TENANTDB_BENCH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+async fn add_server(
+    client: &kube::Client,
+    postgres: &ThrowawayPostgres,
+    admin_password: &str,
+    interval_seconds: u64,
+) -> anyhow::Result<String> {
+    for name in ["ops", "bench"] {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+    }
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pg-admin"},
+        "stringData": {"username": ADMIN_ROLE, "password": admin_password}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), "ops")
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let server: DatabaseServer = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
+        "metadata": {"name": "bench-pg"},
+        "spec": {"host": postgres.host(), "port": postgres.port(), "sslMode": "disable",
+                 "adminSecretRef": {"namespace": "ops", "name": "pg-admin"},
+                 "healthCheck": {"interval": format!("{interval_seconds}s"), "loginInterval": format!("{}s", LOGIN_INTERVAL.as_secs())}}
+    }))?;
+    let servers: Api<DatabaseServer> = Api::all(client.clone());
+    servers.create(&PostParams::default(), &server).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let server = servers.get("bench-pg").await?;
+        let ready = server.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if ready {
+            return Ok("bench-pg".into());
+        }
+        if Instant::now() > deadline {
+            bail!("the DatabaseServer never became Ready: {:?}", server.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create_tenants(
+    client: &kube::Client,
+    namespace: &str,
+    count: usize,
+    server: &str,
+) -> anyhow::Result<()> {
+    create_tenants_from(client, namespace, 0, count, server).await
+}
+
+/// Creates tenants `first..first + count`, a few requests at a time.
+async fn create_tenants_from(
+    client: &kube::Client,
+    namespace: &str,
+    first: usize,
+    count: usize,
+    server: &str,
+) -> anyhow::Result<()> {
+    let api: Api<TenantDatabase> = Api::namespaced(client.clone(), namespace);
+    let results: Vec<Result<TenantDatabase, kube::Error>> = futures::stream::iter(first..first + count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(
+                    &PostParams::default(),
+                    &tenant(namespace, &format!("t{i:05}"), server),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for result in results {
+        result?;
+    }
+    Ok(())
+}
+
+fn condition(tenant: &TenantDatabase, kind: &str) -> bool {
+    tenant
+        .status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == kind && c.status == "True"))
+}
+
+/// Waits until `count` tenants of `namespace` pass `check` (10 minutes at most).
+async fn wait_for_all(
+    client: &kube::Client,
+    namespace: &str,
+    count: usize,
+    what: &str,
+    check: impl Fn(&TenantDatabase) -> bool,
+) -> anyhow::Result<()> {
+    let api: Api<TenantDatabase> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let passing = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|t| check(t))
+            .count();
+        if passing >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {passing} of {count} tenants in {namespace} became {what}");
+        }
+        // Listing costs the emulator and this process CPU the operator and
+        // PostgreSQL would otherwise have: look a few times a second only.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn writes(counts: &BTreeMap<String, u64>) -> u64 {
+    counts
+        .iter()
+        .filter(|(k, _)| {
+            ["create ", "update ", "patch ", "delete "]
+                .iter()
+                .any(|w| k.starts_with(w))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// User + system CPU seconds of process `pid`, from /proc.
+fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
+    let pid = pid.context("the operator exited")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    Ok((ticks(11) + ticks(12)) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of process `pid` in MiB, from /proc.
+fn rss_mib(pid: Option<u32>) -> anyhow::Result<f64> {
+    let pid = pid.context("the operator exited")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(round(kib / 1024.0))
+}
+
+/// `changes` times: set a tenant's `pool.connectionLimit` and time until
+/// its role's CONNECTION LIMIT in PostgreSQL is the new one.
+async fn latency(
+    client: &kube::Client,
+    superuser: &mut PgConnection,
+    changes: usize,
+) -> anyhow::Result<Latency> {
+    let api: Api<TenantDatabase> = Api::namespaced(client.clone(), "bench");
+    let role = api
+        .get("t00000")
+        .await?
+        .status
+        .and_then(|s| s.role_name)
+        .context("tenant t00000 has no role yet")?;
+    let mut samples = Vec::new();
+    for i in 0..changes {
+        let limit = 100 + i32::try_from(i % 500)?;
+        let started = Instant::now();
+        api.patch(
+            "t00000",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"pool": {"connectionLimit": limit}}})),
+        )
+        .await?;
+        loop {
+            let current: i32 = sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
+                .bind(&role)
+                .fetch_one(&mut *superuser)
+                .await?;
+            if current == limit {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("the connection limit never became {limit}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    Ok(Latency {
+        changes,
+        p50_ms: round(at(0.5)),
+        p99_ms: round(at(0.99)),
+        max_ms: round(*samples.last().unwrap_or(&0.0)),
+    })
+}
+
+fn print_table(report: &Report) {
+    let p = &report.provisioning;
+    let s = &report.steady_state;
+    let l = &report.reconcile_latency;
+    println!(
+        "tenantdb bench: {} tenants, {} workers, {} CPUs, PostgreSQL {}",
+        report.tenants, report.workers, report.machine.cpus, report.machine.postgres
+    );
+    println!();
+    println!("{:<52} {:>12}", "provisioning (wall clock per tenant)", "value");
+    println!(
+        "{:<52} {:>9.2} ms",
+        format!(
+            "(c) raw-SQL floor (best of {:.2} and {:.2})",
+            p.floor_runs_ms_per_tenant[0], p.floor_runs_ms_per_tenant[1]
+        ),
+        p.floor_ms_per_tenant
+    );
+    println!("{:<52} {:>9.2} ms", "(a) tenantdb apply", p.apply_ms_per_tenant);
+    println!(
+        "{:<52} {:>9.2} ms",
+        "(b) operator, applied to Ready", p.operator_ms_per_tenant
+    );
+    println!("{:<52} {:>12.2}", "(a)/(c)", p.apply_ratio);
+    println!("{:<52} {:>12.2}", "(b)/(c)", p.operator_ratio);
+    println!();
+    println!(
+        "{:<22} {:>9} {:>11} {:>11} {:>11}",
+        "CPU seconds during", "wall", "postgres", "tenantdb", "bench"
+    );
+    for (name, cpu) in [
+        ("(c) floor", p.floor_cpu),
+        ("(a) apply", p.apply_cpu),
+        ("(b) operator", p.operator_cpu),
+    ] {
+        println!(
+            "{:<22} {:>9.2} {:>11.2} {:>11.2} {:>11.2}",
+            name, cpu.wall_seconds, cpu.postgres, cpu.tenantdb, cpu.bench
+        );
+    }
+    println!();
+    println!(
+        "steady state, {} tenants Ready, {} intervals of {} s",
+        report.tenants, s.intervals, s.interval_seconds
+    );
+    println!("{:<52} {:>12}", "Kubernetes writes", s.kubernetes_writes);
+    println!(
+        "{:<52} {:>12.2}",
+        "admin SQL statements per interval", s.statements_per_interval
+    );
+    println!(
+        "{:<52} {:>12}",
+        "distinct admin statements", s.distinct_statements
+    );
+    println!("{:<52} {:>10.2} s", "operator CPU", s.operator_cpu_seconds);
+    println!();
+    for point in &report.memory {
+        println!(
+            "{:<52} {:>8.1} MiB",
+            format!("operator RSS, {} TenantDatabases cached", point.objects),
+            point.rss_mib
+        );
+    }
+    println!();
+    println!(
+        "reconcile latency, spec change to CONNECTION LIMIT, {} changes",
+        l.changes
+    );
+    println!("{:<52} {:>9.1} ms", "p50", l.p50_ms);
+    println!("{:<52} {:>9.1} ms", "p99", l.p99_ms);
+    println!("{:<52} {:>9.1} ms", "max", l.max_ms);
+}
