@@ -419,14 +419,7 @@ async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
         .await;
     }
     // Logins (a per-tenant rotation of their own) pushed far out.
-    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
-        .patch(
-            &server,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1h"}}})),
-        )
-        .await
-        .unwrap();
+    push_logins_out(&cluster, &server).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let emulator = cluster.emulator.as_ref().unwrap();
     let reconciled = r#"tenantdb_reconcile_total{controller="tenantdatabase",result="ok"}"#;
@@ -1091,6 +1084,19 @@ async fn indexes_wait_for_their_table_and_heal_a_failed_build_with_per_index_sta
     operator.stop().await;
 }
 
+/// Moves `server`'s tenant logins (a per-tenant rotation of their own)
+/// an hour out, keeping the batched health query every second.
+async fn push_logins_out(cluster: &TestCluster, server: &str) {
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .patch(
+            server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1h"}}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// Health checks every second, logins every second: test speed.
 fn quick_health() -> serde_json::Value {
     json!({"healthCheck": {"interval": "1s", "loginInterval": "1s"}})
@@ -1383,14 +1389,7 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
     }
     // The logins (a per-tenant rotation of their own) are pushed far out,
     // so what is watched is the batched query alone: five intervals.
-    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
-        .patch(
-            &server,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1h"}}})),
-        )
-        .await
-        .unwrap();
+    push_logins_out(&cluster, &server).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let emulator = cluster.emulator.as_ref().unwrap();
     let admin_oid: sqlx::postgres::types::Oid =
