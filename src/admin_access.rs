@@ -81,8 +81,9 @@ impl AdminCredentials {
     }
 }
 
-/// Connect options for the server's maintenance database as the admin role.
-/// `ca_pem` is the CA certificate for `verify-full`, when one is configured.
+/// Connect options for the server's maintenance database as the admin role,
+/// pinned by [`crate::admin_session`]. `ca_pem` is the CA certificate for
+/// `verify-full`, when one is configured.
 pub fn connect_options(
     spec: &DatabaseServerSpec,
     credentials: &AdminCredentials,
@@ -99,37 +100,40 @@ pub fn connect_options(
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require => PgSslMode::Require,
             SslMode::VerifyFull => PgSslMode::VerifyFull,
-        })
-        .application_name("tenantdb");
+        });
     if let Some(pem) = ca_pem {
         options = options.ssl_root_cert_from_pem(pem);
     }
-    options
+    crate::admin_session::pinned(options)
 }
 
 /// Most admin connections tenantdb opens to one server, whoever asks.
 pub const MAX_ADMIN_CONNECTIONS: u32 = 4;
 
 /// The bounded pool of admin connections to one server, shared by all its
-/// tenants. Connections are opened lazily and each session gets a
-/// `lock_timeout`, so DDL queued behind a tenant's long transaction fails
-/// and is retried instead of piling up, and a `statement_timeout` as a
-/// last resort.
+/// tenants. Connections are opened lazily; `options` come pinned from
+/// [`connect_options`] (a `lock_timeout`, so DDL queued behind a tenant's
+/// long transaction fails and is retried instead of piling up, and a
+/// `statement_timeout` as a last resort, among the rest).
 pub fn admin_pool(options: PgConnectOptions, max_connections: u32) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections.clamp(1, MAX_ADMIN_CONNECTIONS))
         .min_connections(0)
         .acquire_timeout(std::time::Duration::from_secs(30))
         .idle_timeout(std::time::Duration::from_secs(300))
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::query("SELECT set_config('lock_timeout', '10s', false), set_config('statement_timeout', '300s', false)")
-                    .execute(conn)
-                    .await
-                    .map(drop)
-            })
-        })
-        .connect_lazy_with(options.application_name("tenantdb"))
+        .connect_lazy_with(options)
+}
+
+/// The server's `server_version_num`, as it announced at login (no query).
+pub async fn server_version(pool: &sqlx::PgPool) -> Result<u32, sqlx::Error> {
+    let conn = pool.acquire().await?;
+    Ok(version_of(&conn))
+}
+
+/// The version a connection's server announced; PostgreSQL 15.0 (the
+/// oldest supported) when it announced none.
+pub fn version_of(conn: &PgConnection) -> u32 {
+    conn.server_version_num().unwrap_or(150_000)
 }
 
 /// What a successful admin login tells about the server.

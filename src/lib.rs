@@ -3,6 +3,7 @@
 //! thin command line over it.
 
 pub mod admin_access;
+pub mod admin_session;
 pub mod api;
 pub mod connection_secret;
 #[cfg(feature = "emulator")]

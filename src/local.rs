@@ -80,7 +80,8 @@ impl Workspace {
         let override_options = admin_url
             .map(PgConnectOptions::from_str)
             .transpose()
-            .map_err(LocalError::AdminUrl)?;
+            .map_err(LocalError::AdminUrl)?
+            .map(crate::admin_session::pinned);
         let mut servers = BTreeMap::new();
         for server in &set.servers {
             let spec = &server.object.spec;
@@ -182,7 +183,7 @@ impl Workspace {
     /// work they need; the returned jobs run in the background.
     pub async fn indexes(&self, job: &TenantJob, mode: Mode) -> Result<IndexOutcome, ReconcileError> {
         let server = self.server(job);
-        indexes::reconcile(&server.admin, &job.desired, &self.index_jobs, mode).await
+        indexes::reconcile(&server.pool, &server.admin, &job.desired, &self.index_jobs, mode).await
     }
 
     /// Plans and (in [`Mode::Apply`]) carries out `deletionPolicy: Delete` for one tenant.

@@ -87,9 +87,7 @@ impl Tenant {
     /// A session as the tenant's own role in its database, as the application has.
     async fn login(&self) -> PgConnection {
         PgConnection::connect_with(
-            &self
-                .admin
-                .clone()
+            &support::server_options()
                 .username(self.desired.role.as_str())
                 .password(self.password.expose())
                 .database(self.desired.database.as_str()),
@@ -106,7 +104,7 @@ impl Tenant {
     }
 
     async fn reconcile(&self, jobs: &Arc<IndexJobs>, mode: Mode) -> IndexOutcome {
-        indexes::reconcile(&self.admin, &self.desired, jobs, mode)
+        indexes::reconcile(&self.pool, &self.admin, &self.desired, jobs, mode)
             .await
             .unwrap()
     }

@@ -82,9 +82,7 @@ impl Harness {
         database: &str,
     ) -> Result<PgConnection, sqlx::Error> {
         PgConnection::connect_with(
-            &self
-                .admin
-                .clone()
+            &support::server_options()
                 .username(desired.role.as_str())
                 .password(password.expose())
                 .database(database),
@@ -499,6 +497,20 @@ async fn an_unmarked_database_is_taken_over_only_with_adopt() {
     );
     assert_eq!(catalog("adopt_").await, before);
 
+    // adopt alone is not enough: the server must grant it to this namespace.
+    let error = h
+        .provision(&h.desired(&spec(true)), StoredPassword::Missing, Mode::Apply)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("spec.adoption"), "{error}");
+    assert_eq!(catalog("adopt_").await, before);
+
+    let mut h = h;
+    h.server.spec.adoption = vec![tenantdb::api::database_server::AdoptionGrant {
+        namespace: "adopt".into(),
+        database: "adopt_legacy".into(),
+        role: Some("adopt_legacy".into()),
+    }];
     let desired = h.desired(&spec(true));
     let (_, password) = h.apply(&desired, None).await;
     assert!(h.login(&desired, &password, "adopt_legacy").await.is_ok());

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, DURATION_PATTERN, PG_NAME_PATTERN, SecretKeyReference, SecretReference,
+    Condition, DURATION_PATTERN, K8S_NAME_PATTERN, PG_NAME_PATTERN, SecretKeyReference, SecretReference,
     conditions_list_schema, list_set,
 };
 use super::tenant_database::{LimitsSpec, PoolSpec};
@@ -98,6 +98,15 @@ pub struct DatabaseServerSpec {
     #[schemars(length(max = 128), inner(length(min = 1, max = 63), regex(pattern = "^[a-z_][a-z0-9_-]*$")), transform = list_set)]
     pub allowed_extensions: Option<Vec<String>>,
 
+    /// Existing databases and roles that a TenantDatabase with `spec.adopt`
+    /// may take over, each for one namespace only. Nothing else that exists
+    /// unmarked on the server is ever adopted; roles with elevated
+    /// attributes or memberships, templates and the server's own databases
+    /// are refused even when listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub adoption: Vec<AdoptionGrant>,
+
     /// Defaults for tenants placed on this server; a tenant's own spec wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<TenantDefaults>,
@@ -162,6 +171,27 @@ pub enum SslMode {
     Require,
     /// TLS always, with the certificate and host name verified.
     VerifyFull,
+}
+
+/// One existing database (and optionally its login role) that tenants of
+/// one namespace may adopt.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdoptionGrant {
+    /// The only namespace whose TenantDatabases may adopt these.
+    #[schemars(length(min = 1, max = 63), regex(pattern = K8S_NAME_PATTERN))]
+    pub namespace: String,
+
+    /// The existing database's name.
+    #[schemars(length(min = 1, max = 63), regex(pattern = PG_NAME_PATTERN))]
+    pub database: String,
+
+    /// The existing login role that may be adopted with it: tenantdb sets
+    /// its password and strips its attributes. Left out, an existing role
+    /// of the tenant's roleName is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = PG_NAME_PATTERN))]
+    pub role: Option<String>,
 }
 
 /// Budget of a server.

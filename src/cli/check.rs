@@ -61,7 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(PgConnectOptions::from_str)
             .transpose()
-            .context("--admin-url is not a valid PostgreSQL URL")?;
+            .context("--admin-url is not a valid PostgreSQL URL")?
+            .map(tenantdb::admin_session::pinned);
         for server in &set.servers {
             let name = server.object.name_any();
             let options = match &override_options {

@@ -180,7 +180,7 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     );
     let mut requeue = ctx.resync_jittered();
     if indexes_need_a_look(&tenant, &located.desired) {
-        match indexes::reconcile(&admin, &located.desired, &ctx.index_jobs, Mode::Apply).await {
+        match indexes::reconcile(&pool, &admin, &located.desired, &ctx.index_jobs, Mode::Apply).await {
             Ok(outcome) => {
                 let plan = &outcome.plan;
                 status::indexes(

@@ -50,9 +50,13 @@ pub async fn apply(
                 let mut conn = PgConnection::connect_with(tenant_db)
                     .await
                     .map_err(failed("connect to the tenant database"))?;
+                // One transaction: the extension schema and the extensions
+                // installed into it appear together or not at all.
+                let mut tx = conn.begin().await.map_err(failed("begin transaction"))?;
                 for step in &steps[index..batch_end] {
-                    execute(&mut conn, step).await.map_err(failed(operation(step)))?;
+                    execute(&mut tx, step).await.map_err(failed(operation(step)))?;
                 }
+                tx.commit().await.map_err(failed("commit"))?;
                 conn.close()
                     .await
                     .map_err(failed("close the tenant database connection"))?;
@@ -93,6 +97,10 @@ fn operation(step: &Step) -> &'static str {
         Step::CommentOnDatabase { .. } => "mark database",
         Step::AlterDatabaseOwner { .. } => "set database owner",
         Step::AlterDatabaseConnectionLimit { .. } => "set database connection limit",
+        Step::AlterDatabaseFlags { .. } => "reset database flags",
+        Step::SetRoleSearchPath { .. } => "set role search path",
+        Step::CreateExtensionSchema { .. } => "create extension schema",
+        Step::GrantExtensionSchemaUsage { .. } => "grant extension schema usage",
         Step::RevokeConnect { .. } => "revoke connect",
         Step::GrantConnect { .. } => "grant connect",
         Step::SetRoleSetting { .. } => "set role setting",

@@ -95,12 +95,26 @@ pub struct Desired {
     pub settings: BTreeMap<Setting, Option<i64>>,
     pub extensions: BTreeSet<String>,
     pub adopt: bool,
+    /// What the server's `spec.adoption` lets this tenant take over.
+    pub adoption: AdoptionGrant,
     pub secret_name: String,
     /// The declared indexes, in spec order.
     pub indexes: Vec<DesiredIndex>,
     /// Most index builds at once on the tenant's server.
     pub max_index_builds: usize,
 }
+
+/// Which existing, unmarked objects the server lets this tenant adopt:
+/// granted only by a `DatabaseServer.spec.adoption` entry naming the
+/// tenant's namespace and the physical name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdoptionGrant {
+    pub database: bool,
+    pub role: bool,
+}
+
+/// Databases every server has for itself, never a tenant's.
+pub const SERVER_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 
 /// One declared index, fully validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +153,16 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         .clone()
         .unwrap_or_else(|| derive_name(&namespace, &name));
     let database = tenant_ident("spec.databaseName", &database_name)?;
+    if SERVER_DATABASES.contains(&database.as_str()) || database.as_str() == server.spec.maintenance_database
+    {
+        return Err(SpecError::new(
+            "spec.databaseName",
+            format!(
+                "{database_name:?} is one of DatabaseServer {}'s own databases, never a tenant's",
+                server.name_any()
+            ),
+        ));
+    }
     let role = match &spec.role_name {
         Some(role) => tenant_ident("spec.roleName", role)?,
         None => database.clone(),
@@ -171,6 +195,7 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
             format!("{secret_name:?} is not a valid Kubernetes object name"),
         ));
     }
+    let adoption = adoption_grant(&server.spec.adoption, &namespace, &database, &role);
     Ok(Desired {
         owner: format!("{namespace}/{name}"),
         tenant: spec.tenant.clone().unwrap_or_else(|| name.clone()),
@@ -181,6 +206,7 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         settings,
         extensions,
         adopt: spec.adopt,
+        adoption,
         secret_name,
         indexes,
         max_index_builds: server
@@ -220,6 +246,24 @@ pub fn derive_name(namespace: &str, name: &str) -> String {
         derived.push_str(&suffix);
     }
     derived
+}
+
+/// What `grants` let a tenant of `namespace` adopt among `database` and `role`.
+fn adoption_grant(
+    grants: &[crate::api::database_server::AdoptionGrant],
+    namespace: &str,
+    database: &Ident,
+    role: &Ident,
+) -> AdoptionGrant {
+    let mine = grants
+        .iter()
+        .filter(|g| g.namespace == namespace && g.database == database.as_str());
+    let mut grant = AdoptionGrant::default();
+    for entry in mine {
+        grant.database = true;
+        grant.role |= entry.role.as_deref() == Some(role.as_str());
+    }
+    grant
 }
 
 /// A database or role name: a valid identifier, lower case, not `pg_`.

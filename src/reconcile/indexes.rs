@@ -144,7 +144,9 @@ pub async fn observe(conn: &mut PgConnection, desired: &Desired) -> Result<Index
             continue;
         };
         if !existing.building && !marked_as(desired, index, existing) {
-            let probed = probe(&mut *conn, &index.definition).await.map_err(|e| reason(&e));
+            let probed = probe(&mut *conn, &desired.role, &index.definition)
+                .await
+                .map_err(|e| reason(&e));
             snapshot.probes.insert(index.name.as_str().to_owned(), probed);
         }
     }
@@ -159,12 +161,18 @@ impl IndexSnapshot {
 }
 
 /// PostgreSQL's own definition of `definition`, from an index on an empty
-/// temporary copy of the table, in a transaction that is rolled back.
-async fn probe(conn: &mut PgConnection, definition: &IndexDefinition) -> Result<String, sqlx::Error> {
+/// temporary copy of the table, in a transaction that is rolled back, run
+/// as the tenant's role (see [`sql::probe_as`]).
+async fn probe(
+    conn: &mut PgConnection,
+    role: &Ident,
+    definition: &IndexDefinition,
+) -> Result<String, sqlx::Error> {
     let mut tx = conn.begin().await?;
     sqlx::query("SET LOCAL lock_timeout = '5s'")
         .execute(&mut *tx)
         .await?;
+    sqlx::query(sql::probe_as(role)).execute(&mut *tx).await?;
     sqlx::query(sql::create_probe_table(definition))
         .execute(&mut *tx)
         .await?;
@@ -587,14 +595,19 @@ pub fn job_record(jobs: &IndexJobs, desired: &Desired, action: &IndexAction) -> 
 
 /// Observes the tenant database's indexes, plans, and (in [`Mode::Apply`])
 /// marks matching indexes at once and starts the builds and drops in the
-/// background. `admin` are the admin connect options for the server.
+/// background. `pool` and `admin` are the server's admin pool and its
+/// connect options.
 pub async fn reconcile(
+    pool: &sqlx::PgPool,
     admin: &PgConnectOptions,
     desired: &Desired,
     jobs: &std::sync::Arc<IndexJobs>,
     mode: Mode,
 ) -> Result<IndexOutcome, ReconcileError> {
-    let tenant_db = admin.clone().database(desired.database.as_str());
+    let version = crate::admin_access::server_version(pool)
+        .await
+        .map_err(db_error(desired, "connect as admin"))?;
+    let tenant_db = crate::admin_session::in_tenant_database(admin, desired.database.as_str(), version);
     let mut conn = PgConnection::connect_with(&tenant_db)
         .await
         .map_err(db_error(desired, "connect to the tenant database"))?;

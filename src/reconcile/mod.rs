@@ -14,6 +14,9 @@ pub mod observe;
 pub mod plan;
 
 use sqlx::PgPool;
+
+use crate::admin_access::version_of;
+use crate::admin_session;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, Postgres};
 
@@ -48,7 +51,7 @@ pub async fn provision(
     mode: Mode,
 ) -> Result<Outcome, ReconcileError> {
     with_tenant_lock(pool, desired, async |conn| {
-        let tenant_db = admin.clone().database(desired.database.as_str());
+        let tenant_db = admin_session::in_tenant_database(admin, desired.database.as_str(), version_of(conn));
         let snapshot = observe::observe(conn, desired, &tenant_db)
             .await
             .map_err(db_error(desired, "observe catalog"))?;
@@ -72,7 +75,7 @@ pub async fn delete(
     mode: Mode,
 ) -> Result<Vec<Step>, ReconcileError> {
     with_tenant_lock(pool, desired, async |conn| {
-        let tenant_db = admin.clone().database(desired.database.as_str());
+        let tenant_db = admin_session::in_tenant_database(admin, desired.database.as_str(), version_of(conn));
         let snapshot = observe::observe(conn, desired, &tenant_db)
             .await
             .map_err(db_error(desired, "observe catalog"))?;

@@ -1,6 +1,8 @@
 //! Step two of the pipeline: one catalog snapshot of what exists on the
 //! server for one tenant, read with bound parameters. Extensions are read
 //! from the tenant database itself, and only when the spec asks for some.
+//! Every session here is an admin session pinned by
+//! [`crate::admin_session`], so each name below resolves to the catalog.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +25,13 @@ pub struct RoleState {
     pub comment: Option<String>,
     /// Whether the administrative role is a member of it.
     pub admin_is_member: bool,
+    /// It is the administrative role itself.
+    pub is_admin: bool,
+    /// Roles it is a member of (directly or not) whose privileges a tenant
+    /// must never get: roles with elevated attributes, PostgreSQL's
+    /// predefined roles, the administrative role. Read only while the role
+    /// is not marked as this tenant's.
+    pub privileged_memberships: Vec<String>,
 }
 
 /// The tenant database as it exists.
@@ -33,6 +42,20 @@ pub struct DatabaseState {
     pub comment: Option<String>,
     /// Roles holding CONNECT (directly, owner included); `""` is PUBLIC.
     pub connect_grantees: BTreeSet<String>,
+    /// `datistemplate`: the owner can set it, and a template cannot be dropped.
+    pub is_template: bool,
+    /// `datallowconn`: the owner can clear it (from another database).
+    pub allow_connections: bool,
+    /// The owner is the administrative role or has elevated attributes.
+    pub owner_is_privileged: bool,
+}
+
+/// The schema extensions are installed into, in the tenant database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtensionSchema {
+    /// The tenant role can create objects in it: never install there.
+    pub tenant_can_create: bool,
+    pub tenant_has_usage: bool,
 }
 
 /// What exists on the server for one tenant.
@@ -44,16 +67,30 @@ pub struct Snapshot {
     pub settings: BTreeMap<String, String>,
     /// Installed extensions; read only when the spec lists some.
     pub extensions: BTreeSet<String>,
+    /// The extension schema, when it exists; read with the extensions.
+    pub extension_schema: Option<ExtensionSchema>,
 }
 
-const SNAPSHOT_QUERY: &str = "
+pub const SNAPSHOT_QUERY: &str = "
 WITH r AS (
     SELECT oid, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolinherit, rolreplication,
            rolbypassrls, rolconnlimit, shobj_description(oid, 'pg_authid') AS comment,
-           pg_has_role(current_user, oid, 'MEMBER') AS admin_is_member
-      FROM pg_roles WHERE rolname = $2
+           pg_has_role(current_user, oid, 'MEMBER') AS admin_is_member,
+           rolname = current_user AS is_admin,
+           CASE WHEN shobj_description(oid, 'pg_authid') IS DISTINCT FROM $3 THEN
+             ARRAY(SELECT g.rolname::text FROM pg_roles g
+                    WHERE g.oid <> me.oid AND pg_has_role(me.oid, g.oid, 'MEMBER')
+                      AND (g.rolsuper OR g.rolcreaterole OR g.rolcreatedb OR g.rolreplication
+                           OR g.rolbypassrls OR g.rolname = current_user OR g.oid < 16384)
+                    ORDER BY 1)
+           ELSE '{}' END AS privileged_memberships
+      FROM pg_roles me WHERE rolname = $2
 ), d AS (
-    SELECT oid, pg_get_userbyid(datdba)::text AS owner, datconnlimit,
+    SELECT oid, pg_get_userbyid(datdba)::text AS owner, datconnlimit, datistemplate, datallowconn,
+           EXISTS (SELECT 1 FROM pg_roles o
+                    WHERE o.oid = datdba
+                      AND (o.rolsuper OR o.rolcreaterole OR o.rolcreatedb OR o.rolreplication
+                           OR o.rolbypassrls OR o.rolname = current_user)) AS owner_is_privileged,
            shobj_description(oid, 'pg_database') AS comment,
            ARRAY(SELECT CASE WHEN a.grantee = 0 THEN '' ELSE pg_get_userbyid(a.grantee)::text END
                    FROM aclexplode(COALESCE(datacl, acldefault('d', datdba))) a
@@ -62,9 +99,9 @@ WITH r AS (
 )
 SELECT r.oid IS NOT NULL AS role_exists, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
        r.rolinherit, r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.comment AS role_comment,
-       r.admin_is_member,
+       r.admin_is_member, r.is_admin, r.privileged_memberships,
        d.oid IS NOT NULL AS database_exists, d.owner, d.datconnlimit, d.comment AS database_comment,
-       d.connect_grantees,
+       d.connect_grantees, d.datistemplate, d.datallowconn, d.owner_is_privileged,
        COALESCE((SELECT s.setconfig FROM pg_db_role_setting s
                   WHERE s.setdatabase = d.oid AND s.setrole = r.oid), '{}') AS settings
   FROM (SELECT 1) AS one LEFT JOIN r ON true LEFT JOIN d ON true";
@@ -79,6 +116,7 @@ pub async fn observe(
     let row = sqlx::query(SNAPSHOT_QUERY)
         .bind(desired.database.as_str())
         .bind(desired.role.as_str())
+        .bind(desired.marker())
         .fetch_one(&mut *admin)
         .await?;
     let role = if row.try_get::<bool, _>("role_exists")? {
@@ -93,6 +131,8 @@ pub async fn observe(
             connection_limit: row.try_get("rolconnlimit")?,
             comment: row.try_get("role_comment")?,
             admin_is_member: row.try_get("admin_is_member")?,
+            is_admin: row.try_get("is_admin")?,
+            privileged_memberships: row.try_get("privileged_memberships")?,
         })
     } else {
         None
@@ -106,6 +146,9 @@ pub async fn observe(
                 .try_get::<Vec<String>, _>("connect_grantees")?
                 .into_iter()
                 .collect(),
+            is_template: row.try_get("datistemplate")?,
+            allow_connections: row.try_get("datallowconn")?,
+            owner_is_privileged: row.try_get("owner_is_privileged")?,
         })
     } else {
         None
@@ -116,24 +159,49 @@ pub async fn observe(
         .filter_map(|entry| entry.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
     let reachable = role.as_ref().is_some_and(|r| r.admin_is_member);
-    let extensions = if database.is_some() && reachable && !desired.extensions.is_empty() {
-        installed_extensions(tenant_db).await?
+    let connectable = database.as_ref().is_some_and(|d| d.allow_connections);
+    let (extensions, extension_schema) = if connectable && reachable && !desired.extensions.is_empty() {
+        extensions(tenant_db, desired).await?
     } else {
-        BTreeSet::new()
+        (BTreeSet::new(), None)
     };
     Ok(Snapshot {
         role,
         database,
         settings,
         extensions,
+        extension_schema,
     })
 }
 
-async fn installed_extensions(tenant_db: &PgConnectOptions) -> Result<BTreeSet<String>, sqlx::Error> {
+/// The installed extensions, and whether the extension schema exists and
+/// what the tenant role may do in it.
+pub const EXTENSIONS_QUERY: &str = "
+SELECT ARRAY(SELECT extname::text FROM pg_extension ORDER BY 1) AS installed,
+       n.oid IS NOT NULL AS schema_exists,
+       COALESCE(has_schema_privilege($1::text::name, n.oid, 'CREATE'), false) AS tenant_can_create,
+       COALESCE(has_schema_privilege($1::text::name, n.oid, 'USAGE'), false) AS tenant_has_usage
+  FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = $2";
+
+async fn extensions(
+    tenant_db: &PgConnectOptions,
+    desired: &Desired,
+) -> Result<(BTreeSet<String>, Option<ExtensionSchema>), sqlx::Error> {
     let mut conn = PgConnection::connect_with(tenant_db).await?;
-    let names: Vec<String> = sqlx::query_scalar("SELECT extname::text FROM pg_extension")
-        .fetch_all(&mut conn)
+    let row = sqlx::query(EXTENSIONS_QUERY)
+        .bind(desired.role.as_str())
+        .bind(crate::sql::statements::EXTENSION_SCHEMA)
+        .fetch_one(&mut conn)
         .await?;
     conn.close().await?;
-    Ok(names.into_iter().collect())
+    let installed: Vec<String> = row.try_get("installed")?;
+    let schema = if row.try_get::<bool, _>("schema_exists")? {
+        Some(ExtensionSchema {
+            tenant_can_create: row.try_get("tenant_can_create")?,
+            tenant_has_usage: row.try_get("tenant_has_usage")?,
+        })
+    } else {
+        None
+    };
+    Ok((installed.into_iter().collect(), schema))
 }

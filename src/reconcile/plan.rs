@@ -56,6 +56,11 @@ pub enum Step {
         database: Ident,
         limit: i32,
     },
+    AlterDatabaseFlags {
+        database: Ident,
+        is_template: Option<bool>,
+        allow_connections: Option<bool>,
+    },
     RevokeConnect {
         database: Ident,
         grantee: Grantee,
@@ -74,6 +79,17 @@ pub enum Step {
         role: Ident,
         database: Ident,
         setting: Setting,
+    },
+    SetRoleSearchPath {
+        role: Ident,
+        database: Ident,
+    },
+    CreateExtensionSchema {
+        database: Ident,
+    },
+    GrantExtensionSchemaUsage {
+        database: Ident,
+        role: Ident,
     },
     CreateExtension {
         database: Ident,
@@ -109,7 +125,9 @@ impl Step {
             Step::CreateDatabase { .. } | Step::DropDatabase { .. } | Step::TerminateSessions { .. } => {
                 Context::AdminNoTransaction
             }
-            Step::CreateExtension { .. } => Context::TenantDatabase,
+            Step::CreateExtensionSchema { .. }
+            | Step::GrantExtensionSchemaUsage { .. }
+            | Step::CreateExtension { .. } => Context::TenantDatabase,
             _ => Context::AdminTransaction,
         }
     }
@@ -158,6 +176,14 @@ impl Step {
             Step::AlterDatabaseConnectionLimit { database, limit } => {
                 alter_database_connection_limit(database, *limit)
             }
+            Step::AlterDatabaseFlags {
+                database,
+                is_template,
+                allow_connections,
+            } => alter_database_flags(database, *is_template, *allow_connections),
+            Step::SetRoleSearchPath { role, database } => set_role_search_path(role, database),
+            Step::CreateExtensionSchema { .. } => create_extension_schema(),
+            Step::GrantExtensionSchemaUsage { role, .. } => grant_extension_schema_usage(role),
             Step::RevokeConnect { database, grantee } => revoke_connect(database, grantee),
             Step::GrantConnect { database, role } => grant_connect(database, role),
             Step::SetRoleSetting {
@@ -290,6 +316,9 @@ pub fn plan_provision(
                 connection_limit: limit,
                 comment: None,
                 connect_grantees: BTreeSet::from([String::new(), role.as_str().to_owned()]),
+                is_template: false,
+                allow_connections: true,
+                owner_is_privileged: false,
             }
         }
     };
@@ -303,6 +332,17 @@ pub fn plan_provision(
         steps.push(Step::AlterDatabaseOwner {
             database: database.clone(),
             owner: role.clone(),
+        });
+    }
+    // The owner (the tenant) may set both; a template cannot be dropped and
+    // a database that allows no connections locks tenantdb out.
+    let is_template = existing_database.is_template.then_some(false);
+    let allow_connections = (!existing_database.allow_connections).then_some(true);
+    if is_template.is_some() || allow_connections.is_some() {
+        steps.push(Step::AlterDatabaseFlags {
+            database: database.clone(),
+            is_template,
+            allow_connections,
         });
     }
     if existing_database.connection_limit != limit {
@@ -355,13 +395,44 @@ pub fn plan_provision(
         }
     }
 
-    for extension in desired.extensions.difference(&snapshot.extensions) {
-        let extension = Ident::parse_extension(extension)
-            .map_err(|e| ReconcileError::Conflict(format!("extension {extension:?}: {e}")))?;
-        steps.push(Step::CreateExtension {
-            database: database.clone(),
-            extension,
-        });
+    if !desired.extensions.is_empty() {
+        if snapshot.settings.get("search_path").map(String::as_str) != Some(statements::TENANT_SEARCH_PATH) {
+            steps.push(Step::SetRoleSearchPath {
+                role: role.clone(),
+                database: database.clone(),
+            });
+        }
+        let missing: Vec<&String> = desired.extensions.difference(&snapshot.extensions).collect();
+        match snapshot.extension_schema {
+            Some(schema) if schema.tenant_can_create && !missing.is_empty() => {
+                return Err(ReconcileError::Conflict(format!(
+                    "schema {} in database {database} is writable by role {role}: tenantdb installs extensions only into a schema the tenant cannot write, so that their install scripts never run the tenant's objects; rename that schema",
+                    statements::EXTENSION_SCHEMA
+                )));
+            }
+            Some(schema) if !schema.tenant_has_usage => steps.push(Step::GrantExtensionSchemaUsage {
+                database: database.clone(),
+                role: role.clone(),
+            }),
+            Some(_) => {}
+            None => {
+                steps.push(Step::CreateExtensionSchema {
+                    database: database.clone(),
+                });
+                steps.push(Step::GrantExtensionSchemaUsage {
+                    database: database.clone(),
+                    role: role.clone(),
+                });
+            }
+        }
+        for extension in missing {
+            let extension = Ident::parse_extension(extension)
+                .map_err(|e| ReconcileError::Conflict(format!("extension {extension:?}: {e}")))?;
+            steps.push(Step::CreateExtension {
+                database: database.clone(),
+                extension,
+            });
+        }
     }
 
     Ok(Plan {
@@ -403,6 +474,14 @@ pub fn plan_delete(desired: &Desired, snapshot: &Snapshot) -> Result<Vec<Step>, 
             role: role.clone(),
         });
     }
+    if snapshot.database.as_ref().is_some_and(|d| d.is_template) {
+        // PostgreSQL refuses to drop a template, and the owner may make it one.
+        steps.push(Step::AlterDatabaseFlags {
+            database: desired.database.clone(),
+            is_template: Some(false),
+            allow_connections: None,
+        });
+    }
     if snapshot.database.is_some() {
         steps.push(Step::DropDatabase {
             database: desired.database.clone(),
@@ -415,6 +494,14 @@ pub fn plan_delete(desired: &Desired, snapshot: &Snapshot) -> Result<Vec<Step>, 
 }
 
 /// Refuses a database or role that exists and is not this resource's.
+///
+/// The role's marker is the authority: a tenant cannot comment on its own
+/// role, but it owns its database and can rewrite that comment. So a
+/// database owned by this tenant's marked role is this tenant's whatever
+/// its comment says (the comment is then restored). Anything unmarked is
+/// adopted only with `spec.adopt` *and* a grant on the server naming the
+/// tenant's namespace and the object, and never when it would hand the
+/// tenant privileges beyond its own database.
 fn check_ownership(desired: &Desired, snapshot: &Snapshot, marker: &str) -> Result<(), ReconcileError> {
     let claimed_by_other = |comment: &Option<String>| {
         comment
@@ -423,39 +510,91 @@ fn check_ownership(desired: &Desired, snapshot: &Snapshot, marker: &str) -> Resu
             .filter(|owner| *owner != desired.owner)
             .map(str::to_owned)
     };
+    let server = &desired.server;
+    let namespace = desired.owner.split_once('/').map_or("", |(ns, _)| ns);
     let role_is_ours = snapshot
         .role
         .as_ref()
         .is_some_and(|r| r.comment.as_deref() == Some(marker));
-    if let Some(role) = &snapshot.role {
+    if let Some(role) = snapshot.role.as_ref().filter(|_| !role_is_ours) {
+        let name = &desired.role;
         if let Some(other) = claimed_by_other(&role.comment) {
             return Err(ReconcileError::Conflict(format!(
-                "role {} belongs to {other}; choose another spec.roleName",
-                desired.role
+                "role {name} belongs to {other}; choose another spec.roleName"
             )));
         }
-        if !role_is_ours && !desired.adopt {
+        if !desired.adopt {
             return Err(ReconcileError::Conflict(format!(
-                "role {} already exists and is not managed by tenantdb; set spec.adopt: true to take it over",
-                desired.role
+                "role {name} already exists and is not managed by tenantdb; set spec.adopt: true to take it over (the server must grant it too)"
+            )));
+        }
+        if role.is_admin {
+            return Err(ReconcileError::Conflict(format!(
+                "role {name} is tenantdb's own admin role on DatabaseServer {server}; it is never adopted"
+            )));
+        }
+        let elevated: Vec<&str> = [
+            (role.superuser, "SUPERUSER"),
+            (role.create_role, "CREATEROLE"),
+            (role.create_db, "CREATEDB"),
+            (role.replication, "REPLICATION"),
+            (role.bypass_rls, "BYPASSRLS"),
+        ]
+        .into_iter()
+        .filter_map(|(has, attribute)| has.then_some(attribute))
+        .collect();
+        if !elevated.is_empty() {
+            return Err(ReconcileError::Conflict(format!(
+                "role {name} has {}; tenantdb never adopts a role with elevated attributes",
+                elevated.join(", ")
+            )));
+        }
+        if !role.privileged_memberships.is_empty() {
+            return Err(ReconcileError::Conflict(format!(
+                "role {name} is a member of {}; tenantdb never adopts a role that holds the privileges of elevated, predefined or admin roles",
+                role.privileged_memberships.join(", ")
+            )));
+        }
+        if !desired.adoption.role {
+            return Err(ReconcileError::Conflict(format!(
+                "role {name} already exists and is not managed by tenantdb; adopting it needs DatabaseServer {server} to list it in spec.adoption (namespace {namespace}, database {}, role {name})",
+                desired.database
             )));
         }
     }
     if let Some(database) = &snapshot.database {
-        if let Some(other) = claimed_by_other(&database.comment) {
-            return Err(ReconcileError::Conflict(format!(
-                "database {} belongs to {other}; choose another spec.databaseName",
-                desired.database
-            )));
-        }
+        let name = &desired.database;
         let ours = database.comment.as_deref() == Some(marker)
-            // Created by us, interrupted before the marker was written.
+            // Created by us (the marker not written yet, or rewritten by the
+            // tenant as the database's owner): its owner is our marked role.
             || (role_is_ours && database.owner == desired.role.as_str());
-        if !ours && !desired.adopt {
-            return Err(ReconcileError::Conflict(format!(
-                "database {} already exists and is not managed by tenantdb; set spec.adopt: true to take it over",
-                desired.database
-            )));
+        if !ours {
+            if let Some(other) = claimed_by_other(&database.comment) {
+                return Err(ReconcileError::Conflict(format!(
+                    "database {name} belongs to {other}; choose another spec.databaseName"
+                )));
+            }
+            if !desired.adopt {
+                return Err(ReconcileError::Conflict(format!(
+                    "database {name} already exists and is not managed by tenantdb; set spec.adopt: true to take it over (the server must grant it too)"
+                )));
+            }
+            if database.is_template {
+                return Err(ReconcileError::Conflict(format!(
+                    "database {name} is a template database; it is never adopted"
+                )));
+            }
+            if database.owner_is_privileged {
+                return Err(ReconcileError::Conflict(format!(
+                    "database {name} is owned by {}, tenantdb's admin role or a role with elevated attributes; it is never adopted",
+                    database.owner
+                )));
+            }
+            if !desired.adoption.database {
+                return Err(ReconcileError::Conflict(format!(
+                    "database {name} already exists and is not managed by tenantdb; adopting it needs DatabaseServer {server} to list it in spec.adoption (namespace {namespace}, database {name})"
+                )));
+            }
         }
     }
     Ok(())
@@ -496,7 +635,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::reconcile::desired::PoolContract;
+    use crate::reconcile::desired::{AdoptionGrant, PoolContract};
+    use crate::reconcile::observe::ExtensionSchema;
 
     fn desired() -> Desired {
         Desired {
@@ -520,6 +660,7 @@ mod tests {
             ]),
             extensions: BTreeSet::from(["pg_trgm".to_owned()]),
             adopt: false,
+            adoption: AdoptionGrant::default(),
             secret_name: "acme-db".into(),
             indexes: Vec::new(),
             max_index_builds: 2,
@@ -540,15 +681,30 @@ mod tests {
                 connection_limit: 22,
                 comment: Some("tenantdb.io/owner=tenants/acme".into()),
                 admin_is_member: true,
+                is_admin: false,
+                privileged_memberships: Vec::new(),
             }),
             database: Some(DatabaseState {
                 owner: "tenants_acme".into(),
                 connection_limit: 22,
                 comment: Some("tenantdb.io/owner=tenants/acme".into()),
                 connect_grantees: BTreeSet::from(["tenants_acme".to_owned()]),
+                is_template: false,
+                allow_connections: true,
+                owner_is_privileged: false,
             }),
-            settings: BTreeMap::from([("statement_timeout".to_owned(), "15s".to_owned())]),
+            settings: BTreeMap::from([
+                ("statement_timeout".to_owned(), "15s".to_owned()),
+                (
+                    "search_path".to_owned(),
+                    statements::TENANT_SEARCH_PATH.to_owned(),
+                ),
+            ]),
             extensions: BTreeSet::from(["plpgsql".to_owned(), "pg_trgm".to_owned()]),
+            extension_schema: Some(ExtensionSchema {
+                tenant_can_create: false,
+                tenant_has_usage: true,
+            }),
         }
     }
 
@@ -569,6 +725,10 @@ mod tests {
                 Step::CommentOnDatabase { .. } => "CommentOnDatabase",
                 Step::AlterDatabaseOwner { .. } => "AlterDatabaseOwner",
                 Step::AlterDatabaseConnectionLimit { .. } => "AlterDatabaseConnectionLimit",
+                Step::AlterDatabaseFlags { .. } => "AlterDatabaseFlags",
+                Step::SetRoleSearchPath { .. } => "SetRoleSearchPath",
+                Step::CreateExtensionSchema { .. } => "CreateExtensionSchema",
+                Step::GrantExtensionSchemaUsage { .. } => "GrantExtensionSchemaUsage",
                 Step::RevokeConnect { .. } => "RevokeConnect",
                 Step::GrantConnect { .. } => "GrantConnect",
                 Step::SetRoleSetting { .. } => "SetRoleSetting",
@@ -600,12 +760,19 @@ mod tests {
                 "CommentOnDatabase",
                 "RevokeConnect",
                 "SetRoleSetting",
+                "SetRoleSearchPath",
+                "CreateExtensionSchema",
+                "GrantExtensionSchemaUsage",
                 "CreateExtension"
             ]
         );
         assert!(plan.password_is_new);
         assert_eq!(plan.steps[3].context(), Context::AdminNoTransaction);
-        assert_eq!(plan.steps[7].context(), Context::TenantDatabase);
+        assert_eq!(plan.steps[8].context(), Context::TenantDatabase);
+        assert_eq!(
+            plan.steps[10].statement().unwrap().0,
+            "CREATE EXTENSION IF NOT EXISTS \"pg_trgm\" SCHEMA \"extensions\""
+        );
     }
 
     #[test]
@@ -644,26 +811,173 @@ mod tests {
     fn someone_elses_database_or_role_is_refused() {
         let mut snapshot = converged();
         snapshot.database.as_mut().unwrap().comment = Some("tenantdb.io/owner=other/tenant".into());
+        snapshot.database.as_mut().unwrap().owner = "other_tenant".into();
         let error = plan_provision(&desired(), &snapshot, StoredPassword::Missing, password()).unwrap_err();
         assert!(error.to_string().contains("belongs to other/tenant"), "{error}");
         assert!(plan_delete(&desired(), &snapshot).is_err());
+        let mut role = converged();
+        role.role.as_mut().unwrap().comment = Some("tenantdb.io/owner=other/tenant".into());
+        let error = plan_provision(&desired(), &role, StoredPassword::Missing, password()).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("role \"tenants_acme\" belongs to other/tenant"),
+            "{error}"
+        );
+    }
 
+    #[test]
+    fn a_database_comment_rewritten_by_its_owner_is_restored_not_believed() {
+        // The tenant owns its database and can rewrite its comment; the
+        // role's marker (which it cannot touch) decides.
+        let mut snapshot = converged();
+        snapshot.database.as_mut().unwrap().comment = Some("tenantdb.io/owner=victims/bank".into());
+        let plan = plan_provision(
+            &desired(),
+            &snapshot,
+            StoredPassword::Found(&password()),
+            password(),
+        )
+        .unwrap();
+        assert_eq!(kinds(&plan.steps), ["CommentOnDatabase"]);
+        assert_eq!(
+            kinds(&plan_delete(&desired(), &snapshot).unwrap()),
+            ["AlterRole", "TerminateSessions", "DropDatabase", "DropRole"]
+        );
+    }
+
+    #[test]
+    fn owner_flags_are_undone_and_a_template_is_untemplated_before_its_drop() {
+        let mut snapshot = converged();
+        let database = snapshot.database.as_mut().unwrap();
+        database.is_template = true;
+        database.allow_connections = false;
+        let plan = plan_provision(
+            &desired(),
+            &snapshot,
+            StoredPassword::Found(&password()),
+            password(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.steps[0].statement().unwrap().0,
+            "ALTER DATABASE \"tenants_acme\" IS_TEMPLATE false ALLOW_CONNECTIONS true"
+        );
+        assert_eq!(plan.steps.len(), 1);
+        assert_eq!(
+            kinds(&plan_delete(&desired(), &snapshot).unwrap()),
+            [
+                "AlterRole",
+                "TerminateSessions",
+                "AlterDatabaseFlags",
+                "DropDatabase",
+                "DropRole"
+            ]
+        );
+    }
+
+    #[test]
+    fn extensions_never_go_into_a_schema_the_tenant_can_write() {
+        let mut snapshot = converged();
+        snapshot.extensions.remove("pg_trgm");
+        snapshot.extension_schema = Some(ExtensionSchema {
+            tenant_can_create: true,
+            tenant_has_usage: true,
+        });
+        let error = plan_provision(
+            &desired(),
+            &snapshot,
+            StoredPassword::Found(&password()),
+            password(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("is writable by role \"tenants_acme\""),
+            "{error}"
+        );
+        // Once installed there is nothing to run, so nothing to refuse.
+        snapshot.extensions.insert("pg_trgm".into());
+        assert!(
+            plan_provision(
+                &desired(),
+                &snapshot,
+                StoredPassword::Found(&password()),
+                password()
+            )
+            .unwrap()
+            .steps
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn adoption_needs_the_flag_and_the_servers_grant_and_never_takes_privileges() {
         let mut unmarked = converged();
         unmarked.role.as_mut().unwrap().comment = None;
         unmarked.database.as_mut().unwrap().comment = Some("the finance team's".into());
         let error = plan_provision(&desired(), &unmarked, StoredPassword::Missing, password()).unwrap_err();
         assert!(error.to_string().contains("set spec.adopt: true"), "{error}");
-        let adopted = plan_provision(
-            &Desired {
-                adopt: true,
-                ..desired()
+        let asking = Desired {
+            adopt: true,
+            ..desired()
+        };
+        let error = plan_provision(&asking, &unmarked, StoredPassword::Missing, password()).unwrap_err();
+        assert!(
+            error.to_string().contains("role \"tenants_acme\" already exists")
+                && error.to_string().contains(
+                    "spec.adoption (namespace tenants, database \"tenants_acme\", role \"tenants_acme\")"
+                ),
+            "{error}"
+        );
+        let database_only = Desired {
+            adoption: AdoptionGrant {
+                database: true,
+                role: false,
             },
+            ..asking.clone()
+        };
+        assert!(plan_provision(&database_only, &unmarked, StoredPassword::Missing, password()).is_err());
+        let granted = Desired {
+            adoption: AdoptionGrant {
+                database: true,
+                role: true,
+            },
+            ..asking.clone()
+        };
+        let adopted = plan_provision(
+            &granted,
             &unmarked,
             StoredPassword::Found(&password()),
             password(),
         )
         .unwrap();
         assert_eq!(kinds(&adopted.steps), ["CommentOnRole", "CommentOnDatabase"]);
+
+        let refused = |change: &dyn Fn(&mut Snapshot), reason: &str| {
+            let mut snapshot = unmarked.clone();
+            change(&mut snapshot);
+            let error = plan_provision(&granted, &snapshot, StoredPassword::Missing, password()).unwrap_err();
+            assert!(error.to_string().contains(reason), "{reason}: {error}");
+        };
+        refused(&|s| s.role.as_mut().unwrap().create_role = true, "has CREATEROLE");
+        refused(&|s| s.role.as_mut().unwrap().superuser = true, "has SUPERUSER");
+        refused(&|s| s.role.as_mut().unwrap().bypass_rls = true, "has BYPASSRLS");
+        refused(
+            &|s| s.role.as_mut().unwrap().privileged_memberships = vec!["pg_write_server_files".into()],
+            "is a member of pg_write_server_files",
+        );
+        refused(
+            &|s| s.role.as_mut().unwrap().is_admin = true,
+            "tenantdb's own admin role",
+        );
+        refused(
+            &|s| s.database.as_mut().unwrap().is_template = true,
+            "is a template",
+        );
+        refused(
+            &|s| s.database.as_mut().unwrap().owner_is_privileged = true,
+            "is never adopted",
+        );
         // Adoption never extends to deletion.
         assert!(
             plan_delete(

@@ -139,6 +139,16 @@ pub fn rename_index(schema: &Ident, from: &Ident, to: &Ident) -> Statement {
 pub const PROBE_TABLE: &str = "tenantdb_index_probe";
 pub const PROBE_INDEX: &str = "tenantdb_index_probe_idx";
 
+/// `SET LOCAL ROLE tenant`: the probe runs as the tenant. Its temporary
+/// table is then the tenant's, and PostgreSQL runs whatever the index
+/// definition calls (casts and operators of the tenant's own types
+/// included) as the table's owner inside a security-restricted operation —
+/// as the tenant, unable to switch back. On a table the admin owned, that
+/// code would run as the admin.
+pub fn probe_as(role: &Ident) -> Statement {
+    sqlx::AssertSqlSafe(format!("SET LOCAL ROLE {role}"))
+}
+
 pub fn create_probe_table(definition: &IndexDefinition) -> Statement {
     sqlx::AssertSqlSafe(format!(
         "CREATE TEMPORARY TABLE {PROBE_TABLE} (LIKE {}.{}) ON COMMIT DROP",

@@ -182,9 +182,56 @@ pub fn reset_role_setting(role: &Ident, database: &Ident, setting: Setting) -> S
     ))
 }
 
-/// `CREATE EXTENSION`, run while connected to the tenant database.
+/// The schema tenantdb installs extensions into: created by the admin role,
+/// so the tenant can use it but never create objects in it — an extension's
+/// install script (run with high privileges) resolves its names there.
+pub const EXTENSION_SCHEMA: &str = "extensions";
+
+/// The tenant role's search path in its database when it has extensions,
+/// as PostgreSQL stores it in `pg_db_role_setting`.
+pub const TENANT_SEARCH_PATH: &str = "\"$user\", public, extensions";
+
+/// `CREATE SCHEMA extensions`. Deliberately without IF NOT EXISTS: a schema
+/// of that name created by anyone else in the meantime makes it fail.
+pub fn create_extension_schema() -> Statement {
+    sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{EXTENSION_SCHEMA}\""))
+}
+
+pub fn grant_extension_schema_usage(role: &Ident) -> Statement {
+    sqlx::AssertSqlSafe(format!("GRANT USAGE ON SCHEMA \"{EXTENSION_SCHEMA}\" TO {role}"))
+}
+
+/// `CREATE EXTENSION … SCHEMA extensions`, run while connected to the
+/// tenant database.
 pub fn create_extension(extension: &Ident) -> Statement {
-    sqlx::AssertSqlSafe(format!("CREATE EXTENSION IF NOT EXISTS {extension}"))
+    sqlx::AssertSqlSafe(format!(
+        "CREATE EXTENSION IF NOT EXISTS {extension} SCHEMA \"{EXTENSION_SCHEMA}\""
+    ))
+}
+
+/// The tenant role's search path in its database, so its sessions find the
+/// extensions' objects without qualifying them.
+pub fn set_role_search_path(role: &Ident, database: &Ident) -> Statement {
+    sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE {role} IN DATABASE {database} SET search_path = {TENANT_SEARCH_PATH}"
+    ))
+}
+
+/// `ALTER DATABASE … IS_TEMPLATE false ALLOW_CONNECTIONS true`: undoes what
+/// a database owner may set to block its deletion or tenantdb's sessions.
+pub fn alter_database_flags(
+    database: &Ident,
+    is_template: Option<bool>,
+    allow_connections: Option<bool>,
+) -> Statement {
+    let mut out = format!("ALTER DATABASE {database}");
+    if let Some(value) = is_template {
+        let _ = write!(out, " IS_TEMPLATE {value}");
+    }
+    if let Some(value) = allow_connections {
+        let _ = write!(out, " ALLOW_CONNECTIONS {value}");
+    }
+    sqlx::AssertSqlSafe(out)
 }
 
 /// `DROP DATABASE … WITH (FORCE)` — cannot run inside a transaction block;

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "emulator")]
 pub mod cluster;
+pub mod hostile;
 
 use std::sync::OnceLock;
 
@@ -63,13 +64,17 @@ pub struct AdminLogin {
 }
 
 impl AdminLogin {
+    /// Connect options as tenantdb builds them: pinned by
+    /// `tenantdb::admin_session`, like every admin session.
     pub fn options(&self) -> PgConnectOptions {
-        PgConnectOptions::new_without_pgpass()
-            .host(&self.host)
-            .port(self.port)
-            .username(&self.user)
-            .password(&self.password)
-            .database("postgres")
+        tenantdb::admin_session::pinned(
+            PgConnectOptions::new_without_pgpass()
+                .host(&self.host)
+                .port(self.port)
+                .username(&self.user)
+                .password(&self.password)
+                .database("postgres"),
+        )
     }
 
     pub fn url(&self) -> String {
