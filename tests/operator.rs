@@ -1489,3 +1489,96 @@ async fn foreground_deletion_is_not_blocked_and_children_are_not_recreated() {
     assert!(database_exists(&database).await, "Retain kept the data");
     operator.stop().await;
 }
+
+/// Sessions ever opened to `database` (PostgreSQL's own count).
+async fn sessions_opened(database: &str) -> i64 {
+    let mut conn = support::connect().await;
+    sqlx::query_scalar("SELECT sessions FROM pg_stat_database WHERE datname = $1")
+        .bind(database)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("hostile");
+    add_server_with(&cluster, &server, support::admin().await, quick_health()).await;
+    let ns = cluster.namespace("hostile").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(2));
+    add_tenant(
+        &cluster,
+        &ns,
+        "mallory",
+        json!({"server": server, "extensions": ["pg_trgm"], "deletionPolicy": "Delete"}),
+    )
+    .await;
+    let status = wait_ready(&cluster, &ns, "mallory").await.status.unwrap();
+    let (database, role) = (status.database_name.unwrap(), status.role_name.unwrap());
+    let url = secret_data(&cluster, &ns, "mallory-db").await["DATABASE_URL"].clone();
+
+    // The tenant plants its shadows and hostile settings with its Secret alone…
+    let mut attacker = PgConnection::connect(&url).await.unwrap();
+    let planted = support::hostile::plant(&mut attacker, &role, &database).await;
+    drop(attacker);
+    assert!(planted.functions >= 20 && planted.operators >= 20, "{planted:?}");
+    // …then declares indexes over its hostile types: the operator reconciles,
+    // probes, builds, resyncs and logs in as the tenant every second.
+    Api::<TenantDatabase>::namespaced(cluster.client.clone(), &ns)
+        .patch(
+            "mallory",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"indexes": support::hostile::indexes()}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&cluster, &ns, "mallory", "its indexes Ready", |t| {
+        condition(t, "IndexesReady").is_some_and(|c| c.status == "True")
+            && t.status.as_ref().and_then(|s| s.observed_generation) == t.metadata.generation
+    })
+    .await;
+    let sessions = sessions_opened(&database).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sessions_opened(&database).await < sessions + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the operator stopped opening sessions in the database"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tenant = wait_ready(&cluster, &ns, "mallory").await;
+    assert_eq!(healthy(&tenant), Some(true), "{:#?}", tenant.status);
+
+    let mut inspector = support::hostile::inspector(&database).await;
+    let (total, as_other) = support::hostile::runs(&mut inspector).await;
+    assert!(total > 0, "no shadow ran: the test would prove nothing");
+    assert_eq!(
+        as_other,
+        0,
+        "{:?}",
+        support::hostile::recorded(&mut inspector).await
+    );
+    drop(inspector);
+
+    // Deletion with Delete, although the tenant made its database a template.
+    let mut attacker = PgConnection::connect_with(
+        &url.parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .database("postgres"),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{database}\" IS_TEMPLATE true"
+    )))
+    .execute(&mut attacker)
+    .await
+    .unwrap();
+    drop(attacker);
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    api.delete("mallory", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "mallory").await;
+    assert!(!database_exists(&database).await);
+    operator.stop().await;
+}
