@@ -644,3 +644,91 @@ fn every_pin_is_documented_with_a_reason() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_never_runs_a_hostile_tenants_code_as_the_admin() {
+    let admin = support::admin().await;
+    let dir = std::env::temp_dir().join(format!("tenantdb-hostile-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(
+        dir.join("manifests/all.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: test-pg}}\n\
+             spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: TenantDatabase\nmetadata: {{name: eve, namespace: clihostile}}\n\
+             spec: {{server: test-pg, extensions: [pg_trgm], deletionPolicy: Delete}}\n",
+            admin.user, admin.password, admin.host, admin.port
+        ),
+    )
+    .unwrap();
+    let manifests = dir.join("manifests");
+    let secrets = dir.join("secrets");
+    let (m, s) = (manifests.to_str().unwrap(), secrets.to_str().unwrap());
+    let run = |args: &[&str]| {
+        let output = support::tenantdb(args);
+        (
+            output.status.code(),
+            support::text(&output.stdout),
+            support::text(&output.stderr),
+        )
+    };
+    let (code, out, err) = run(&["apply", "-f", m, "--secrets-dir", s]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_norway::from_str(&std::fs::read_to_string(secrets.join("clihostile-eve-db.yaml")).unwrap())
+            .unwrap();
+    let data = secret.string_data.unwrap();
+    let (database, role) = (data["PGDATABASE"].clone(), data["PGUSER"].clone());
+    let mut attacker = PgConnection::connect(&data["DATABASE_URL"]).await.unwrap();
+    hostile::plant(&mut attacker, &role, &database).await;
+    drop(attacker);
+    // Now with the hostile indexes declared.
+    let manifest = std::fs::read_to_string(dir.join("manifests/all.yaml"))
+        .unwrap()
+        .replace(
+            "extensions: [pg_trgm],",
+            &format!("extensions: [pg_trgm], indexes: {},", hostile::indexes()),
+        );
+    std::fs::write(dir.join("manifests/all.yaml"), manifest).unwrap();
+
+    let (code, out, err) = run(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(
+        code,
+        Some(2),
+        "the owner's flags and the indexes are to be done: {out}{err}"
+    );
+    let (code, out, err) = run(&["apply", "-f", m, "--secrets-dir", s]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // --admin-url takes the same pinned path as the Secret's credentials.
+    let (code, out, err) = run(&[
+        "plan",
+        "-f",
+        m,
+        "--secrets-dir",
+        s,
+        "--detailed-exitcode",
+        "--admin-url",
+        &admin.url(),
+    ]);
+    assert_eq!(code, Some(0), "converged: {out}{err}");
+    let (code, out, err) = run(&["status", "-f", m, "--secrets-dir", s]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let mut inspector = hostile::inspector(&database).await;
+    let (total, as_other) = hostile::runs(&mut inspector).await;
+    assert!(total > 0, "no shadow ran: the test would prove nothing");
+    assert_eq!(as_other, 0, "{:?}", hostile::recorded(&mut inspector).await);
+    drop(inspector);
+
+    let (code, out, err) = run(&["delete", "-f", m, "--secrets-dir", s]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let mut superuser = support::connect().await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&database)
+        .fetch_one(&mut superuser)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
