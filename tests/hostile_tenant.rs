@@ -53,6 +53,19 @@ impl Harness {
         reconcile::resolve(&tenant, &self.server).unwrap()
     }
 
+    /// Plans or applies with the password the tenant's Secret holds.
+    async fn provision(&self, desired: &Desired, password: &Password, mode: Mode) -> reconcile::Outcome {
+        reconcile::provision(
+            &self.pool,
+            &self.admin,
+            desired,
+            StoredPassword::Found(password),
+            mode,
+        )
+        .await
+        .unwrap()
+    }
+
     async fn apply(
         &self,
         desired: &Desired,
@@ -339,15 +352,7 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
     }
 
     // plan
-    let dry = reconcile::provision(
-        &h.pool,
-        &h.admin,
-        &hostile,
-        StoredPassword::Found(&password),
-        Mode::DryRun,
-    )
-    .await
-    .unwrap();
+    let dry = h.provision(&hostile, &password, Mode::DryRun).await;
     assert!(
         !dry.plan.steps.is_empty(),
         "the template flag and connection limit are to be undone"
@@ -357,15 +362,7 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
         .await
         .unwrap();
     // apply, until the indexes settle
-    reconcile::provision(
-        &h.pool,
-        &h.admin,
-        &hostile,
-        StoredPassword::Found(&password),
-        Mode::Apply,
-    )
-    .await
-    .unwrap();
+    h.provision(&hostile, &password, Mode::Apply).await;
     let mut settled = None;
     for _ in 0..6 {
         let outcome = indexes::reconcile(&h.pool, &h.admin, &hostile, &jobs, Mode::Apply)
@@ -387,15 +384,7 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
             "{status:?}"
         );
     }
-    let again = reconcile::provision(
-        &h.pool,
-        &h.admin,
-        &hostile,
-        StoredPassword::Found(&password),
-        Mode::DryRun,
-    )
-    .await
-    .unwrap();
+    let again = h.provision(&hostile, &password, Mode::DryRun).await;
     assert_eq!(again.plan.steps, [], "converged despite the hostile database");
     let valid: Vec<(String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid

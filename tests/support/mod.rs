@@ -10,6 +10,7 @@
 
 #[cfg(feature = "emulator")]
 pub mod cluster;
+pub mod control_plane;
 pub mod hostile;
 
 use std::sync::OnceLock;

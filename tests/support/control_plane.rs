@@ -1,0 +1,325 @@
+//! A real Kubernetes control plane for tests: etcd, kube-apiserver (RBAC,
+//! client-certificate identities) and kube-controller-manager (garbage
+//! collector and namespace controller), built from the Go modules pinned in
+//! `tests/kube/go.mod` by `tests/kube/build.sh` (cached after the first
+//! build) and started on free loopback ports in a temporary directory.
+//! Everything is stopped when the value is dropped, a panicking test included.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The ServiceAccount the chart renders for the operator.
+pub const OPERATOR_NAMESPACE: &str = "tenantdb-system";
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantdb";
+
+pub struct ControlPlane {
+    dir: PathBuf,
+    children: Vec<(&'static str, Child)>,
+    /// `system:masters`.
+    pub admin_kubeconfig: PathBuf,
+    /// `system:serviceaccount:tenantdb-system:tenantdb`, with no rights
+    /// until RBAC grants them.
+    pub operator_kubeconfig: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(program: &str, args: &[&str], dir: &Path) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The directory holding the three binaries, building them on first use.
+pub fn binaries() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running tests/kube/build.sh");
+    assert!(
+        output.status.success(),
+        "tests/kube/build.sh failed (it needs Go and the module proxy; see tests/kube/README.md)"
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    PathBuf::from(text.lines().last().expect("build.sh prints the directory").trim())
+}
+
+fn kubeconfig(dir: &Path, name: &str, server: &str, user: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.kubeconfig"));
+    let d = dir.display();
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {d}/ca.crt\n\
+             users:\n- name: {name}\n  user:\n    client-certificate: {d}/{user}.crt\n    client-key: {d}/{user}.key\n\
+             contexts:\n- name: local\n  context: {{cluster: local, user: {name}}}\ncurrent-context: local\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+impl ControlPlane {
+    pub fn start() -> Self {
+        let bin = binaries();
+        let dir = std::env::temp_dir().join(format!(
+            "tenantdb-control-plane-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sign = |name: &str, subject: &str, ext: &str| {
+            run(
+                "openssl",
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    subject,
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+                &dir,
+            );
+            run(
+                "openssl",
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    ext,
+                    "-out",
+                    &format!("{name}.crt"),
+                ],
+                &dir,
+            );
+        };
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=tenantdb-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+            &dir,
+        );
+        std::fs::write(
+            dir.join("serving.ext"),
+            "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage = clientAuth\n").unwrap();
+        sign("apiserver", "/CN=kube-apiserver", "serving.ext");
+        sign("admin", "/O=system:masters/CN=tenantdb-test-admin", "client.ext");
+        sign(
+            "operator",
+            &format!(
+                "/O=system:serviceaccounts/O=system:serviceaccounts:{OPERATOR_NAMESPACE}/CN=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
+            ),
+            "client.ext",
+        );
+        run(
+            "openssl",
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "sa.key",
+            ],
+            &dir,
+        );
+        run(
+            "openssl",
+            &["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"],
+            &dir,
+        );
+
+        let (etcd_client, etcd_peer, api) = (free_port(), free_port(), free_port());
+        let server = format!("https://127.0.0.1:{api}");
+        let mut plane = Self {
+            admin_kubeconfig: kubeconfig(&dir, "admin", &server, "admin"),
+            operator_kubeconfig: kubeconfig(&dir, "operator", &server, "operator"),
+            dir,
+            children: Vec::new(),
+        };
+        let d = plane.dir.display().to_string();
+        plane.spawn(
+            &bin,
+            "etcd",
+            &[
+                "--name=tenantdb-test".into(),
+                format!("--data-dir={d}/etcd-data"),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+                format!("--initial-cluster=tenantdb-test=http://127.0.0.1:{etcd_peer}"),
+                "--listen-metrics-urls=".into(),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+        );
+        plane.spawn(
+            &bin,
+            "kube-apiserver",
+            &[
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                // Loopback cannot be the `kubernetes` Service's endpoint.
+                "--endpoint-reconciler-type=none".into(),
+                format!("--secure-port={api}"),
+                format!("--tls-cert-file={d}/apiserver.crt"),
+                format!("--tls-private-key-file={d}/apiserver.key"),
+                format!("--client-ca-file={d}/ca.crt"),
+                "--authorization-mode=RBAC".into(),
+                format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                format!("--service-account-issuer={server}"),
+                format!("--service-account-key-file={d}/sa.pub"),
+                format!("--service-account-signing-key-file={d}/sa.key"),
+                format!("--cert-dir={d}/apiserver-certs"),
+            ],
+        );
+        plane.wait_ready();
+        plane.spawn(
+            &bin,
+            "kube-controller-manager",
+            &[
+                format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
+                "--controllers=garbage-collector-controller,namespace-controller".into(),
+                "--leader-elect=false".into(),
+                "--secure-port=0".into(),
+            ],
+        );
+        plane
+    }
+
+    fn spawn(&mut self, bin: &Path, name: &'static str, args: &[String]) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(bin.join(name))
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.children.push((name, child));
+    }
+
+    /// The last lines of a component's log.
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = Command::new("kubectl")
+                .args([
+                    "--kubeconfig",
+                    self.admin_kubeconfig.to_str().unwrap(),
+                    "get",
+                    "--raw",
+                    "/readyz",
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ready {
+                return;
+            }
+            let exited = self
+                .children
+                .iter_mut()
+                .find_map(|(name, child)| child.try_wait().ok().flatten().map(|status| (*name, status)));
+            if let Some((name, status)) = exited {
+                panic!("{name} exited with {status}:\n{}", self.log_tail(name));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver never became ready:\n{}",
+                self.log_tail("kube-apiserver")
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `kubectl --kubeconfig <admin> args…`.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        self.kubectl_as(&self.admin_kubeconfig, args)
+    }
+
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// A scratch directory inside the control plane's own.
+    pub fn scratch(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Reverse order: the API server still reaches etcd while it stops.
+        while let Some((_, mut child)) = self.children.pop() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
