@@ -27,7 +27,7 @@ test: deps
 
 # kube-apiserver, kube-controller-manager and etcd built from the Go modules
 # pinned in tests/kube/go.mod, cached in ~/.cache/tenantdb/kube/<versions>/
-# (TENANTDB_KUBE_CACHE): about 15 minutes on 2 cores the first time, nothing after.
+# (TENANTDB_KUBE_CACHE): about 6 minutes on 2 cores the first time, nothing after.
 control-plane:
 	@command -v go >/dev/null || { echo "go not found: the tests build the Kubernetes control plane from its Go modules; install Go 1.26+" >&2; exit 1; }
 	@bash tests/kube/build.sh >/dev/null
