@@ -3,6 +3,7 @@
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
 #   make bench  the benchmark (release build; docs/benchmarks.md)
 #   make cluster  a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback, until Ctrl-C
+#   make e2e    the operator tests against that real control plane (E2E_FILTER=name picks tests)
 # `make crds` regenerates crds/ and the chart's copy after an API change.
 
 SHELL := /bin/bash
@@ -10,7 +11,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 TENANTDB := target/debug/tenantdb
 
-.PHONY: demo test deps crds bench control-plane cluster
+.PHONY: demo test deps crds bench control-plane cluster e2e
 
 demo: deps
 	cargo build --locked
@@ -82,3 +83,17 @@ deps:
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# The operator tests against a real control plane (`make cluster`'s), one
+# test at a time: each test's operator watches the whole cluster.
+e2e: deps control-plane
+	@log=$$(mktemp); TENANTDB_KUBE_KEEP=1 bash tests/kube/smoke.sh 2>"$$log" & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null || true; wait $$pid 2>/dev/null || true; rm -f "$$log"' EXIT; \
+	kubeconfig=""; for _ in $$(seq 1 120); do \
+	  kubeconfig=$$(sed -n 's/^control plane running; kubeconfig: \(.*\) (Ctrl-C to stop)$$/\1/p' "$$log"); \
+	  [ -n "$$kubeconfig" ] && break; kill -0 $$pid 2>/dev/null || break; sleep 1; \
+	done; \
+	[ -n "$$kubeconfig" ] || { cat "$$log" >&2; echo "the control plane did not start" >&2; exit 1; }; \
+	kubectl --kubeconfig "$$kubeconfig" apply --server-side -f crds/ >/dev/null; \
+	kubectl --kubeconfig "$$kubeconfig" wait --for=condition=Established crd --all --timeout=60s >/dev/null; \
+	TENANTDB_E2E_KUBECONFIG="$$kubeconfig" cargo test --locked --all-features --test operator -- --test-threads=1 $(E2E_FILTER)

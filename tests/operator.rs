@@ -1446,6 +1446,19 @@ async fn foreground_deletion_is_not_blocked_and_children_are_not_recreated() {
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
     assert!(secrets.get_opt("acme-db").await.unwrap().is_some());
 
+    if cluster.emulator.is_none() {
+        // A real API server and garbage collector: foreground deletion for
+        // real. The collector deletes the Secret, then the TenantDatabase.
+        api.delete("acme", &DeleteParams::foreground()).await.unwrap();
+        wait_gone(&api, "acme").await;
+        assert!(
+            secrets.get_opt("acme-db").await.unwrap().is_none(),
+            "the Secret outlived its TenantDatabase"
+        );
+        assert!(database_exists(&database).await, "Retain kept the data");
+        operator.stop().await;
+        return;
+    }
     let mut finalizers = api
         .get("acme")
         .await
