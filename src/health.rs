@@ -375,19 +375,15 @@ fn latency_bucket(ms: f64) -> usize {
 }
 
 /// Whether the login latency moved to another bucket, by 20% past the
-/// boundary (so a latency hovering at a boundary does not flap).
+/// boundary (so a latency hovering at a boundary does not flap): up only
+/// when even 20% less would be in a higher bucket than `old`'s, down only
+/// when even 20% more would be in a lower one.
 fn latency_moved(old: Option<i64>, new: Option<i64>) -> bool {
     match (old, new) {
         (Some(old), Some(new)) => {
             let (old, new) = (old as f64, new as f64);
-            // Judged 20% short of where it is: past a boundary by less
-            // than that, it has not crossed.
-            let past_boundary = match new.partial_cmp(&old) {
-                Some(std::cmp::Ordering::Greater) => new / 1.2,
-                Some(std::cmp::Ordering::Less) => new * 1.2,
-                _ => return false,
-            };
-            latency_bucket(past_boundary) != latency_bucket(old)
+            let was = latency_bucket(old);
+            latency_bucket(new / 1.2) > was || latency_bucket(new * 1.2) < was
         }
         (None, None) => false,
         _ => true,
@@ -540,6 +536,26 @@ mod tests {
             policy.status_heartbeat,
             &time(160)
         ));
+    }
+
+    #[test]
+    fn a_latency_just_past_a_boundary_does_not_flap() {
+        // Just past 250 ms: later logins a little slower or faster are the
+        // same bucket, however close `old` sits to its boundary.
+        assert!(!latency_moved(Some(252), Some(253)));
+        assert!(!latency_moved(Some(274), Some(277)));
+        assert!(!latency_moved(Some(253), Some(245)));
+        assert!(!latency_moved(Some(260), Some(220)));
+        assert!(!latency_moved(Some(98), Some(119)));
+        // 20% past a boundary, either way, is news.
+        assert!(latency_moved(Some(240), Some(310)));
+        assert!(latency_moved(Some(260), Some(200)));
+        assert!(latency_moved(Some(98), Some(121)));
+        assert!(latency_moved(Some(4), Some(3000)));
+        assert!(latency_moved(Some(3000), Some(4)));
+        assert!(!latency_moved(Some(40), Some(40)));
+        assert!(latency_moved(None, Some(40)));
+        assert!(!latency_moved(None, None));
     }
 
     #[test]
