@@ -1,19 +1,36 @@
-//! The Kubernetes API tests talk to: the project's emulator, or a real
-//! cluster when `TENANTDB_E2E_KUBECONFIG` names one (with tenantdb's CRDs
-//! installed). Each test works in namespaces of its own.
+//! The Kubernetes API tests talk to. By default each test gets a real
+//! control plane of its own ([`ControlPlane`]: etcd, kube-apiserver with
+//! RBAC, kube-controller-manager), with tenantdb's CRDs applied server-side
+//! from `crds/` and everything `helm template` renders from the chart
+//! applied too, so the operator runs as the chart's ServiceAccount and a
+//! missing RBAC rule is a real 403. `TENANTDB_E2E_KUBECONFIG` points the
+//! tests at any cluster instead (tenantdb's CRDs installed; the operator
+//! then runs with that kubeconfig's identity); `TENANTDB_TEST_API=emulator`
+//! runs them against the project's API emulator (quick, and no Go needed).
+//! Each test works in namespaces of its own.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use tenantdb::emulator::{Emulator, EmulatorOptions};
 
+use super::control_plane::{ControlPlane, OPERATOR_NAMESPACE};
+
 pub struct TestCluster {
+    /// The test's own client: cluster admin.
     pub client: kube::Client,
-    /// A kubeconfig file for `kubectl`.
+    /// A kubeconfig file for `kubectl`, as cluster admin.
     pub kubeconfig: PathBuf,
+    /// The operator's identity: the chart's ServiceAccount on a control
+    /// plane of the test's own, else the same as `client`.
+    pub operator_client: kube::Client,
+    pub operator_kubeconfig: PathBuf,
     /// The emulator, when the tests run against one.
     pub emulator: Option<Emulator>,
+    /// The control plane, when the test started one.
+    pub control_plane: Option<ControlPlane>,
     _dir: TempDir,
 }
 
@@ -43,12 +60,27 @@ pub fn crds()
     tenantdb::api::crds()
 }
 
+async fn client_of(kubeconfig: &Path) -> kube::Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
 impl TestCluster {
-    /// The real cluster of `TENANTDB_E2E_KUBECONFIG`, else a new emulator with tenantdb's CRDs.
+    /// The cluster of `TENANTDB_E2E_KUBECONFIG`, else the emulator when
+    /// `TENANTDB_TEST_API=emulator`, else a control plane of the test's own.
     pub async fn start() -> Self {
         match std::env::var("TENANTDB_E2E_KUBECONFIG") {
-            Ok(path) if !path.is_empty() => Self::real(PathBuf::from(path)).await,
-            _ => Self::emulated(EmulatorOptions::default()).await,
+            Ok(path) if !path.is_empty() => return Self::existing(PathBuf::from(path)).await,
+            _ => {}
+        }
+        match std::env::var("TENANTDB_TEST_API").as_deref() {
+            Ok("emulator") => Self::emulated(EmulatorOptions::default()).await,
+            Ok("") | Ok("control-plane") | Err(_) => Self::control_plane().await,
+            Ok(other) => panic!("TENANTDB_TEST_API={other}: expected control-plane or emulator"),
         }
     }
 
@@ -66,24 +98,118 @@ impl TestCluster {
         std::fs::write(&kubeconfig, emulator.kubeconfig()).unwrap();
         Self {
             client: emulator.client().unwrap(),
+            operator_client: emulator.client().unwrap(),
+            operator_kubeconfig: kubeconfig.clone(),
             kubeconfig,
             emulator: Some(emulator),
+            control_plane: None,
             _dir: dir,
         }
     }
 
-    async fn real(kubeconfig: PathBuf) -> Self {
-        let config =
-            kube::config::Kubeconfig::read_from(&kubeconfig).expect("reading TENANTDB_E2E_KUBECONFIG");
-        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-            .await
-            .unwrap();
+    /// A control plane of this test's own, set up as a user's cluster with
+    /// the chart installed: CRDs applied server-side and Established, then
+    /// everything `helm template` renders (ServiceAccount, RBAC, Deployment,
+    /// Service…) applied in the operator's namespace. Nothing runs the
+    /// Deployment (there is no kubelet): the tests run the operator
+    /// themselves, with the ServiceAccount's identity.
+    pub async fn control_plane() -> Self {
+        let plane = tokio::task::spawn_blocking(|| {
+            let plane = ControlPlane::start();
+            install_chart(&plane);
+            plane
+        })
+        .await
+        .expect("starting the control plane");
         Self {
-            client: kube::Client::try_from(config).unwrap(),
-            kubeconfig,
+            client: client_of(&plane.admin_kubeconfig).await,
+            kubeconfig: plane.admin_kubeconfig.clone(),
+            operator_client: client_of(&plane.operator_kubeconfig).await,
+            operator_kubeconfig: plane.operator_kubeconfig.clone(),
             emulator: None,
+            control_plane: Some(plane),
             _dir: TempDir::new("kube"),
         }
+    }
+
+    async fn existing(kubeconfig: PathBuf) -> Self {
+        let client = client_of(&kubeconfig).await;
+        Self {
+            operator_client: client.clone(),
+            operator_kubeconfig: kubeconfig.clone(),
+            client,
+            kubeconfig,
+            emulator: None,
+            control_plane: None,
+            _dir: TempDir::new("kube"),
+        }
+    }
+
+    /// The namespace for the operator's leader Lease: the release's
+    /// namespace, where the chart grants it, on a control plane of the
+    /// test's own; a new one elsewhere, so tests sharing a cluster do not
+    /// share a Lease.
+    pub async fn lease_namespace(&self) -> String {
+        if self.control_plane.is_some() {
+            OPERATOR_NAMESPACE.to_owned()
+        } else {
+            self.namespace("lease").await
+        }
+    }
+
+    /// API requests so far, as `"<verb> <resource>[.<group>][/<subresource>]"`
+    /// → count (verbs list, watch, get, create, update, patch, delete):
+    /// the emulator's own counts, or on a control plane of the test's own,
+    /// kube-apiserver's `apiserver_request_total` from its `/metrics`.
+    /// On a control plane the counts are everyone's — the test's own
+    /// requests, kube-controller-manager's and the API server's (its
+    /// identity Lease, every 10 s) — so a claim about the operator compares
+    /// resources only it writes. kube-apiserver counts a watch when it ends.
+    pub async fn request_counts(&self) -> BTreeMap<String, u64> {
+        if let Some(emulator) = &self.emulator {
+            return emulator.request_counts();
+        }
+        assert!(
+            self.control_plane.is_some(),
+            "request counts need the emulator or a control plane of the test's own"
+        );
+        let request = axum::http::Request::get("/metrics").body(Vec::new()).unwrap();
+        let text = self
+            .client
+            .request_text(request)
+            .await
+            .expect("reading kube-apiserver's /metrics");
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("kube-apiserver's /metrics parses");
+        let mut counts = BTreeMap::new();
+        for sample in scrape.samples {
+            if sample.metric != "apiserver_request_total" {
+                continue;
+            }
+            let prometheus_parse::Value::Counter(value) = sample.value else {
+                continue;
+            };
+            let label = |name: &str| sample.labels.get(name).unwrap_or("").to_owned();
+            let verb = match label("verb").as_str() {
+                "LIST" => "list",
+                "WATCH" => "watch",
+                "GET" => "get",
+                "POST" => "create",
+                "PUT" => "update",
+                "PATCH" | "APPLY" => "patch",
+                "DELETE" => "delete",
+                _ => continue,
+            };
+            let mut resource = label("resource");
+            if !label("group").is_empty() {
+                resource = format!("{resource}.{}", label("group"));
+            }
+            if !label("subresource").is_empty() {
+                resource = format!("{resource}/{}", label("subresource"));
+            }
+            *counts.entry(format!("{verb} {resource}")).or_default() += value as u64;
+        }
+        counts
     }
 
     /// Creates a namespace named `prefix-<random>` and returns its name.
@@ -125,4 +251,65 @@ pub fn succeeded(output: std::process::Output) -> String {
         super::text(&output.stderr)
     );
     super::text(&output.stdout)
+}
+
+/// `kubectl apply --server-side -f crds/`, the CRDs Established, then the
+/// chart rendered by `helm template` into the operator's namespace and
+/// applied, on `plane` as cluster admin.
+pub fn install_chart(plane: &ControlPlane) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let checked = |what: &str, output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{what}: {}{}",
+            super::text(&output.stdout),
+            super::text(&output.stderr)
+        );
+        output
+    };
+    checked(
+        "applying crds/",
+        plane.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            root.join("crds").to_str().unwrap(),
+        ]),
+    );
+    checked(
+        "waiting for the CRDs",
+        plane.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/tenantdatabases.tenantdb.io",
+            "crd/databaseservers.tenantdb.io",
+        ]),
+    );
+    checked(
+        "creating the operator's namespace",
+        plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE]),
+    );
+    let rendered = checked(
+        "helm template",
+        std::process::Command::new("helm")
+            .args(["template", "tenantdb"])
+            .arg(root.join("charts/tenantdb"))
+            .args(["--namespace", OPERATOR_NAMESPACE])
+            .output()
+            .expect("helm is installed (make deps)"),
+    );
+    let manifest = plane.scratch().join("chart.yaml");
+    std::fs::write(&manifest, &rendered.stdout).unwrap();
+    checked(
+        "applying the rendered chart",
+        plane.kubectl(&[
+            "apply",
+            "--server-side",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-f",
+            manifest.to_str().unwrap(),
+        ]),
+    );
 }
