@@ -2,7 +2,6 @@
 //! Kubernetes control plane of each test's own (or the cluster of
 //! `TENANTDB_E2E_KUBECONFIG`; see tests/support/cluster.rs), running as the
 //! chart's ServiceAccount, and a real PostgreSQL.
-#![cfg(feature = "emulator")]
 
 mod support;
 
@@ -1489,7 +1488,7 @@ async fn foreground_deletion_is_not_blocked_and_children_are_not_recreated() {
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
     assert!(secrets.get_opt("acme-db").await.unwrap().is_some());
 
-    if cluster.emulator.is_none() {
+    if cluster.has_garbage_collector() {
         // A real API server and garbage collector: foreground deletion for
         // real. The collector deletes the Secret, then the TenantDatabase.
         api.delete("acme", &DeleteParams::foreground()).await.unwrap();

@@ -8,7 +8,6 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
-#[cfg(feature = "emulator")]
 pub mod cluster;
 pub mod control_plane;
 pub mod hostile;
