@@ -1,8 +1,8 @@
 //! The Kubernetes API emulator behaves like an API server where tenantdb
 //! depends on it, proven through `kube::Api`, kube-runtime and the real
-//! `kubectl` — not through its internals. With `TENANTDB_E2E_KUBECONFIG`
-//! the semantic tests run against that real cluster instead, which keeps the
-//! emulator honest.
+//! `kubectl` — not through its internals. Every contract runs on the
+//! emulator and on a real kube-apiserver with the same assertions, which
+//! keeps the emulator honest (see `on_both!`).
 #![cfg(feature = "emulator")]
 
 mod support;
@@ -18,6 +18,40 @@ use support::cluster::TestCluster;
 use support::text;
 use tenantdb::api::TenantDatabase;
 use tenantdb::emulator::EmulatorOptions;
+
+/// Each contract below runs twice: on the emulator, and on a real API
+/// server (a control plane of the test's own, or the cluster of
+/// `TENANTDB_E2E_KUBECONFIG`) — the same assertions, so the emulator cannot
+/// drift from kube-apiserver where the other tests rely on it.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test]
+            async fn on_the_emulator() {
+                super::$name(super::TestCluster::emulated(Default::default()).await).await
+            }
+            #[tokio::test]
+            async fn on_a_real_api_server() {
+                super::$name(super::TestCluster::start().await).await
+            }
+        }
+    )* };
+}
+
+on_both!(
+    a_stale_update_conflicts_and_a_duplicate_create_is_refused,
+    generation_moves_with_spec_and_status_is_a_separate_subresource,
+    json_patch_and_server_side_apply_work,
+    finalizers_hold_deletion_until_the_last_is_removed,
+    deleting_an_owner_deletes_its_dependents,
+    invalid_custom_resources_are_refused_with_the_validators_message,
+    label_selectors_filter_lists_and_watches,
+    deleting_a_namespace_deletes_its_objects_and_waits_for_their_finalizers,
+    kubectl_applies_gets_patches_waits_and_deletes,
+    kubectl_applies_the_examples,
+    a_streaming_list_watcher_gets_the_current_objects_then_init_done,
+    apply_conflicts_between_managers_are_refused_unless_forced,
+);
 
 fn config_map(name: &str, labels: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}})).unwrap()
@@ -45,9 +79,7 @@ fn error_message(error: &kube::Error) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_stale_update_conflicts_and_a_duplicate_create_is_refused() {
-    let cluster = TestCluster::start().await;
+async fn a_stale_update_conflicts_and_a_duplicate_create_is_refused(cluster: TestCluster) {
     let ns = cluster.namespace("conflict").await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let created = api
@@ -79,9 +111,7 @@ async fn a_stale_update_conflicts_and_a_duplicate_create_is_refused() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn generation_moves_with_spec_and_status_is_a_separate_subresource() {
-    let cluster = TestCluster::start().await;
+async fn generation_moves_with_spec_and_status_is_a_separate_subresource(cluster: TestCluster) {
     let ns = cluster.namespace("generation").await;
     let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
     let created = api
@@ -152,9 +182,7 @@ async fn generation_moves_with_spec_and_status_is_a_separate_subresource() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn json_patch_and_server_side_apply_work() {
-    let cluster = TestCluster::start().await;
+async fn json_patch_and_server_side_apply_work(cluster: TestCluster) {
     let ns = cluster.namespace("patch").await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let applied = api
@@ -186,9 +214,7 @@ async fn json_patch_and_server_side_apply_work() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn finalizers_hold_deletion_until_the_last_is_removed() {
-    let cluster = TestCluster::start().await;
+async fn finalizers_hold_deletion_until_the_last_is_removed(cluster: TestCluster) {
     let ns = cluster.namespace("finalizers").await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let mut object = config_map("held", json!({}));
@@ -228,9 +254,7 @@ async fn finalizers_hold_deletion_until_the_last_is_removed() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn deleting_an_owner_deletes_its_dependents() {
-    let cluster = TestCluster::start().await;
+async fn deleting_an_owner_deletes_its_dependents(cluster: TestCluster) {
     let ns = cluster.namespace("gc").await;
     let tenants: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
@@ -251,8 +275,10 @@ async fn deleting_an_owner_deletes_its_dependents() {
     secrets.create(&PostParams::default(), &unrelated).await.unwrap();
 
     tenants.delete("acme", &DeleteParams::default()).await.unwrap();
+    // The real garbage collector sees a just-installed CRD's objects only
+    // after its next discovery sync (every 30 s): up to a minute.
     let mut gone = false;
-    for _ in 0..50 {
+    for _ in 0..600 {
         if secrets.get_opt("acme-db").await.unwrap().is_none() {
             gone = true;
             break;
@@ -267,9 +293,7 @@ async fn deleting_an_owner_deletes_its_dependents() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn invalid_custom_resources_are_refused_with_the_validators_message() {
-    let cluster = TestCluster::start().await;
+async fn invalid_custom_resources_are_refused_with_the_validators_message(cluster: TestCluster) {
     let ns = cluster.namespace("invalid").await;
     let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
     for (spec, field) in [
@@ -314,9 +338,7 @@ async fn invalid_custom_resources_are_refused_with_the_validators_message() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn label_selectors_filter_lists_and_watches() {
-    let cluster = TestCluster::start().await;
+async fn label_selectors_filter_lists_and_watches(cluster: TestCluster) {
     let ns = cluster.namespace("labels").await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let list = api.list(&ListParams::default()).await.unwrap();
@@ -441,9 +463,7 @@ async fn watches_get_bookmarks() {
     }
 }
 
-#[tokio::test]
-async fn deleting_a_namespace_deletes_its_objects_and_waits_for_their_finalizers() {
-    let cluster = TestCluster::start().await;
+async fn deleting_a_namespace_deletes_its_objects_and_waits_for_their_finalizers(cluster: TestCluster) {
     let ns = cluster.namespace("nsdelete").await;
     let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
@@ -455,8 +475,16 @@ async fn deleting_a_namespace_deletes_its_objects_and_waits_for_their_finalizers
     maps.create(&PostParams::default(), &held).await.unwrap();
 
     namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(maps.get_opt("plain").await.unwrap().is_none());
+    // The namespace controller empties it in its own time.
+    let mut plain_gone = false;
+    for _ in 0..300 {
+        if maps.get_opt("plain").await.unwrap().is_none() {
+            plain_gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(plain_gone, "the namespace's plain ConfigMap is deleted");
     assert!(
         maps.get("held")
             .await
@@ -506,7 +534,11 @@ async fn a_kube_runtime_controller_runs_without_errors_or_hot_loops() {
             .unwrap();
     }
     let reconciled = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Errors are recorded and asserted on below: a panic inside the spawned
+    // controller would be lost when the task is aborted.
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = reconciled.clone();
+    let (policy_errors, stream_errors) = (errors.clone(), errors.clone());
     let controller = Controller::new(api.clone(), watcher::Config::default())
         .run(
             move |object: std::sync::Arc<TenantDatabase>, _ctx: std::sync::Arc<()>| {
@@ -516,20 +548,32 @@ async fn a_kube_runtime_controller_runs_without_errors_or_hot_loops() {
                     Ok::<_, kube::Error>(Action::await_change())
                 }
             },
-            |_, error, _| panic!("reconcile failed: {error}"),
+            move |_, error, _| {
+                policy_errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("reconcile failed: {error}"));
+                Action::await_change()
+            },
             std::sync::Arc::new(()),
         )
-        .for_each(|result| async move {
+        .for_each(move |result| {
             if let Err(error) = result {
-                panic!("controller error: {error}");
+                stream_errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("controller error: {error}"));
             }
+            async {}
         });
     let handle = tokio::spawn(controller);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = cluster.emulator.as_ref().unwrap().request_counts();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let after = cluster.emulator.as_ref().unwrap().request_counts();
+    assert!(!handle.is_finished(), "the controller stream ended early");
     handle.abort();
+    assert_eq!(*errors.lock().unwrap(), Vec::<String>::new());
 
     let mut names = reconciled.lock().unwrap().clone();
     names.sort();
@@ -554,9 +598,7 @@ async fn a_kube_runtime_controller_runs_without_errors_or_hot_loops() {
     );
 }
 
-#[tokio::test]
-async fn kubectl_applies_gets_patches_waits_and_deletes() {
-    let cluster = TestCluster::start().await;
+async fn kubectl_applies_gets_patches_waits_and_deletes(cluster: TestCluster) {
     let ns = cluster.namespace("kubectl").await;
     let dir = support::cluster::TempDir::new("kubectl");
     let manifest = dir.0.join("tenant.yaml");
@@ -662,9 +704,7 @@ async fn kubectl_applies_gets_patches_waits_and_deletes() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn kubectl_applies_the_examples() {
-    let cluster = TestCluster::start().await;
+async fn kubectl_applies_the_examples(cluster: TestCluster) {
     let dir = support::cluster::TempDir::new("examples");
     let namespaces = dir.0.join("namespaces.yaml");
     std::fs::write(
@@ -697,9 +737,7 @@ async fn kubectl_applies_the_examples() {
     );
 }
 
-#[tokio::test]
-async fn a_streaming_list_watcher_gets_the_current_objects_then_init_done() {
-    let cluster = TestCluster::start().await;
+async fn a_streaming_list_watcher_gets_the_current_objects_then_init_done(cluster: TestCluster) {
     let ns = cluster.namespace("streaming").await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     for name in ["x", "y"] {
@@ -726,9 +764,7 @@ async fn a_streaming_list_watcher_gets_the_current_objects_then_init_done() {
     cluster.delete_namespace(&ns).await;
 }
 
-#[tokio::test]
-async fn apply_conflicts_between_managers_are_refused_unless_forced() {
-    let cluster = TestCluster::start().await;
+async fn apply_conflicts_between_managers_are_refused_unless_forced(cluster: TestCluster) {
     let ns = cluster.namespace("ssa").await;
     let api: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &ns);
     let apply = |value: &str| {
@@ -766,7 +802,10 @@ async fn apply_conflicts_between_managers_are_refused_unless_forced() {
         "the field moved to the forcing manager"
     );
 
-    // An update by a third manager takes the field over from both.
+    // An update by a third manager (no fieldManager: kube-apiserver names
+    // it after the client, "unknown" here) takes the field over from both:
+    // an apply that changes it now conflicts with the updater, and force
+    // takes it back.
     api.patch(
         "cm",
         &PatchParams::default(),
@@ -774,7 +813,18 @@ async fn apply_conflicts_between_managers_are_refused_unless_forced() {
     )
     .await
     .unwrap();
-    api.patch("cm", &PatchParams::apply("first"), &apply("5"))
+    let with_updater = api
+        .patch("cm", &PatchParams::apply("second"), &apply("5"))
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&with_updater), Some(409));
+    assert!(
+        error_message(&with_updater).contains("conflict with \"unknown\"")
+            && error_message(&with_updater).contains(".data.k"),
+        "{}",
+        error_message(&with_updater)
+    );
+    api.patch("cm", &PatchParams::apply("first").force(), &apply("5"))
         .await
         .unwrap();
 

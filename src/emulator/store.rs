@@ -105,6 +105,10 @@ pub struct Store {
     objects: BTreeMap<ObjectKey, Value>,
     /// Last configuration each field manager applied, per object and subresource.
     applied: HashMap<(ObjectKey, String, bool), Value>,
+    /// Fields each manager set by an update or a non-apply patch (named by
+    /// its fieldManager, else "unknown" as kube-apiserver names a client
+    /// without a user agent): an apply that changes one conflicts with it.
+    updated: HashMap<(ObjectKey, String, bool), Value>,
     resource_version: u64,
     history: VecDeque<Arc<WatchEvent>>,
     history_limit: usize,
@@ -120,6 +124,7 @@ impl Store {
             types: resources::builtins(),
             objects: BTreeMap::new(),
             applied: HashMap::new(),
+            updated: HashMap::new(),
             resource_version: 1,
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
@@ -425,7 +430,7 @@ impl Store {
         patch::leaf_paths(applied, &mut Vec::new(), &mut changed);
         changed.retain(|path| patch::get_path(current, path) != patch::get_path(applied, path));
         let mut conflicts = Vec::new();
-        for ((k, other, sub), record) in self.applied.iter_mut() {
+        for ((k, other, sub), record) in self.applied.iter_mut().chain(self.updated.iter_mut()) {
             if k != key || other == manager || *sub != status {
                 continue;
             }
@@ -454,8 +459,8 @@ impl Store {
         }
     }
 
-    /// An update or a non-apply patch takes over the fields it changes: they
-    /// leave every other manager's applied configuration.
+    /// An update or a non-apply patch takes over the fields it changes:
+    /// they leave every other manager's records and become the updater's.
     fn release_changed(
         &mut self,
         key: &ObjectKey,
@@ -464,8 +469,9 @@ impl Store {
         old: &Value,
         new: &Value,
     ) {
-        for ((k, other, sub), record) in self.applied.iter_mut() {
-            if k != key || Some(other.as_str()) == manager || *sub != status {
+        let updater = manager.unwrap_or("unknown");
+        for ((k, other, sub), record) in self.applied.iter_mut().chain(self.updated.iter_mut()) {
+            if k != key || other == updater || *sub != status {
                 continue;
             }
             let mut paths = Vec::new();
@@ -474,6 +480,27 @@ impl Store {
                 if patch::get_path(old, &path) != patch::get_path(new, &path) {
                     patch::remove_path(record, &path);
                 }
+            }
+        }
+        let mut paths = Vec::new();
+        patch::leaf_paths(new, &mut Vec::new(), &mut paths);
+        let record = self
+            .updated
+            .entry((key.clone(), updater.to_owned(), status))
+            .or_insert_with(|| json!({}));
+        for path in paths {
+            let owned = match path.first().map(String::as_str) {
+                Some("metadata") => matches!(path.get(1).map(String::as_str), Some("labels" | "annotations")),
+                Some("status") => status,
+                Some("apiVersion" | "kind") | None => false,
+                Some(_) => !status,
+            };
+            if owned && patch::get_path(old, &path) != patch::get_path(new, &path) {
+                set_path(
+                    record,
+                    &path,
+                    patch::get_path(new, &path).cloned().unwrap_or(Value::Null),
+                );
             }
         }
     }
@@ -622,6 +649,7 @@ impl Store {
     fn remove(&mut self, key: &ObjectKey, object: Value) {
         self.objects.remove(key);
         self.applied.retain(|(k, _, _), _| k != key);
+        self.updated.retain(|(k, _, _), _| k != key);
         self.emit(EventType::Deleted, key.clone(), object.clone());
         if key.group == "apiextensions.k8s.io" && key.plural == "customresourcedefinitions" {
             self.unregister_crd(&key.name);
@@ -791,6 +819,21 @@ fn check_resource_version(
         }
         _ => Ok(()),
     }
+}
+
+/// Sets the leaf at `path` in `record`, making the objects on the way.
+fn set_path(record: &mut Value, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = record;
+    for key in parents {
+        if !node.get(key).is_some_and(Value::is_object) {
+            node[key.as_str()] = json!({});
+        }
+        node = &mut node[key.as_str()];
+    }
+    node[last.as_str()] = value;
 }
 
 /// An applied configuration without its identity fields, which no field
