@@ -33,6 +33,15 @@ impl Operator {
 
     /// An operator that watches only `namespaces` (all when empty).
     fn start_in(cluster: &TestCluster, resync: Duration, namespaces: Vec<String>) -> Self {
+        // The operator's log, captured per test and shown when one fails
+        // (`RUST_LOG` to filter; tenantdb at info by default).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "tenantdb=info,kube_runtime=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let http = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -1635,5 +1644,50 @@ async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
     api.delete("mallory", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "mallory").await;
     assert!(!database_exists(&database).await);
+    operator.stop().await;
+}
+
+// Known to fail about one run in three (docs/testing.md, "What the real
+// control plane showed"): after the restart some of the operator's watch
+// restarts keep getting 403 from kube-apiserver for over a minute, and
+// requeued reconciles are lost. Run it with `cargo test --all-features --test
+// operator -- --ignored`; it leaves the default suite once that is fixed.
+#[ignore = "fails about one run in three: the operator's watches stay 403 after kube-apiserver restarts (docs/testing.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_recovers_by_itself_when_kube_apiserver_is_killed_mid_rollout() {
+    // A control plane of the test's own even under TENANTDB_E2E_KUBECONFIG:
+    // the test kills its API server.
+    let mut cluster = TestCluster::control_plane().await;
+    let server = server_name("crash");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("crash").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    for i in 0..4 {
+        add_tenant(&cluster, &ns, &format!("before{i}"), json!({"server": server})).await;
+    }
+    // SIGKILL while the operator is provisioning those: no graceful close
+    // of its watches, writes in flight fail.
+    let plane = cluster.control_plane.as_mut().unwrap();
+    tokio::task::block_in_place(|| plane.kill("kube-apiserver"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let plane = cluster.control_plane.as_mut().unwrap();
+    tokio::task::block_in_place(|| plane.restart("kube-apiserver"));
+
+    // Tenants created after the restart reach the operator only through a
+    // watch it re-established by itself.
+    for i in 0..4 {
+        add_tenant(&cluster, &ns, &format!("after{i}"), json!({"server": server})).await;
+    }
+    for name in (0..4).flat_map(|i| [format!("before{i}"), format!("after{i}")]) {
+        wait_ready(&cluster, &ns, &name).await;
+        let secret = secret_data(&cluster, &ns, &format!("{name}-db")).await;
+        PgConnection::connect(&secret["DATABASE_URL"])
+            .await
+            .unwrap_or_else(|e| panic!("{name}'s Secret works: {e}"));
+    }
+    assert!(
+        !operator.task.is_finished(),
+        "the operator kept running through the outage"
+    );
     operator.stop().await;
 }

@@ -16,7 +16,10 @@ pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantdb";
 
 pub struct ControlPlane {
     dir: PathBuf,
+    bin: PathBuf,
     children: Vec<(&'static str, Child)>,
+    /// Each component's arguments, for a restart.
+    args: Vec<(&'static str, Vec<String>)>,
     /// `system:masters`.
     pub admin_kubeconfig: PathBuf,
     /// `system:serviceaccount:tenantdb-system:tenantdb`, with no rights
@@ -184,7 +187,9 @@ impl ControlPlane {
             admin_kubeconfig: kubeconfig(&dir, "admin", &server, "admin"),
             operator_kubeconfig: kubeconfig(&dir, "operator", &server, "operator"),
             dir,
+            bin: bin.clone(),
             children: Vec::new(),
+            args: Vec::new(),
         };
         let d = plane.dir.display().to_string();
         plane.spawn(
@@ -239,7 +244,13 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, bin: &Path, name: &'static str, args: &[String]) {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        self.args.retain(|(n, _)| *n != name);
+        self.args.push((name, args.to_vec()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
         let child = Command::new(bin.join(name))
             .args(args)
             .stdout(log.try_clone().unwrap())
@@ -247,6 +258,35 @@ impl ControlPlane {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         self.children.push((name, child));
+    }
+
+    /// Kills `name` (etcd, kube-apiserver or kube-controller-manager) with
+    /// SIGKILL, as a crash or an OOM kill would, and reaps it.
+    pub fn kill(&mut self, name: &str) {
+        let index = self
+            .children
+            .iter()
+            .position(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let (_, mut child) = self.children.remove(index);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts `name` again with the arguments it first had (the same ports
+    /// and data), waiting for `/readyz` when it is the API server.
+    pub fn restart(&mut self, name: &str) {
+        let (name, args) = self
+            .args
+            .iter()
+            .find(|(n, _)| *n == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} never ran"));
+        let bin = self.bin.clone();
+        self.spawn(&bin, name, &args);
+        if name == "kube-apiserver" {
+            self.wait_ready();
+        }
     }
 
     /// The last lines of a component's log.
@@ -320,6 +360,10 @@ impl Drop for ControlPlane {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("TENANTDB_KUBE_KEEP_DIR").is_some() {
+            eprintln!("kept the control plane's directory {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
