@@ -232,7 +232,8 @@ fn the_values_schema_refuses_bad_values_by_name() {
 #[cfg(feature = "emulator")]
 mod rbac {
     use super::*;
-    use std::time::{Duration, Instant};
+
+    use support::wait_until;
 
     use k8s_openapi::api::core::v1::{Namespace, Secret};
     use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -284,14 +285,6 @@ mod rbac {
             "a server-side apply that creates an object is authorized as create as well as patch",
         ),
     ];
-
-    async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !check().await {
-            assert!(Instant::now() < deadline, "never: {what}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_chart_grants_exactly_what_the_operator_asks_for() {

@@ -277,15 +277,10 @@ async fn deleting_an_owner_deletes_its_dependents(cluster: TestCluster) {
     tenants.delete("acme", &DeleteParams::default()).await.unwrap();
     // The real garbage collector sees a just-installed CRD's objects only
     // after its next discovery sync (every 30 s): up to a minute.
-    let mut gone = false;
-    for _ in 0..600 {
-        if secrets.get_opt("acme-db").await.unwrap().is_none() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the owned Secret was collected");
+    support::wait_until("the owned Secret is collected", async || {
+        secrets.get_opt("acme-db").await.unwrap().is_none()
+    })
+    .await;
     assert!(
         secrets.get_opt("other").await.unwrap().is_some(),
         "an unowned Secret stays"
@@ -476,15 +471,10 @@ async fn deleting_a_namespace_deletes_its_objects_and_waits_for_their_finalizers
 
     namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
     // The namespace controller empties it in its own time.
-    let mut plain_gone = false;
-    for _ in 0..300 {
-        if maps.get_opt("plain").await.unwrap().is_none() {
-            plain_gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(plain_gone, "the namespace's plain ConfigMap is deleted");
+    support::wait_until("the namespace's plain ConfigMap is deleted", async || {
+        maps.get_opt("plain").await.unwrap().is_none()
+    })
+    .await;
     assert!(
         maps.get("held")
             .await
