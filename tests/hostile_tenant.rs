@@ -24,6 +24,12 @@ struct Harness {
 
 impl Harness {
     async fn new(extra: serde_json::Value) -> Self {
+        Self::with_admin_options(extra, support::admin().await.options()).await
+    }
+
+    /// A harness whose admin sessions start from `admin_options` (the
+    /// mutant below passes options that are not pinned).
+    async fn with_admin_options(extra: serde_json::Value, admin_options: PgConnectOptions) -> Self {
         let admin = support::admin().await;
         let mut spec = json!({
             "host": admin.host, "port": admin.port, "sslMode": "disable",
@@ -38,8 +44,8 @@ impl Harness {
         }))
         .unwrap();
         Self {
-            pool: admin_access::admin_pool(admin.options(), 4),
-            admin: admin.options(),
+            pool: admin_access::admin_pool(admin_options.clone(), 4),
+            admin: admin_options,
             server,
         }
     }
@@ -91,23 +97,6 @@ async fn tenant_session(
             .database(database),
     )
     .await
-}
-
-/// What must never change for a role: its password verifier, attributes
-/// and memberships (read as the superuser).
-async fn role_fingerprint(role: &str) -> String {
-    let mut conn = support::connect().await;
-    sqlx::query_scalar(
-        "SELECT concat_ws('|', a.rolpassword, a.rolsuper, a.rolcreaterole, a.rolcreatedb, a.rolreplication,
-                          a.rolbypassrls, a.rolcanlogin,
-                          (SELECT string_agg(g.rolname, ',' ORDER BY g.rolname) FROM pg_auth_members m
-                             JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid))
-           FROM pg_authid a WHERE a.rolname = $1",
-    )
-    .bind(role)
-    .fetch_one(&mut conn)
-    .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -293,19 +282,74 @@ async fn admin_sessions_run_pinned_whatever_the_database_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_tenant_never_runs_code_as_the_admin() {
-    let h = Harness::new(json!({})).await;
-    let victim = h.desired("victims", "bank", json!({}));
-    let victim_password = h.apply(&victim, None).await.unwrap();
-    let victim_before = role_fingerprint(victim.role.as_str()).await;
+    // Provisioning with the pinned options tenantdb builds, and the
+    // hostile tenant's planted database, as every other path sees them.
+    let pinned = Harness::new(json!({})).await;
+    let setup = Harness::new(json!({})).await;
+    hostile_scenario(&setup, &pinned, "attackers").await;
+}
 
-    let hostile = h.desired(
-        "attackers",
-        "mallory",
-        json!({"extensions": ["pg_trgm", "citext"], "indexes": hostile::indexes(), "deletionPolicy": "Delete"}),
+/// The mutant: the same scenario with admin sessions that skip the pins
+/// that keep tenantdb safe (search path, role) but keep those that keep it
+/// working (timeouts, read-only). The suite must catch it — as a shadow
+/// escaping, not as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hostile_suite_fails_when_admin_sessions_are_not_pinned() {
+    use futures::FutureExt;
+    let admin = support::admin().await;
+    let unpinned = PgConnectOptions::new_without_pgpass()
+        .host(&admin.host)
+        .port(admin.port)
+        .username(&admin.user)
+        .password(&admin.password)
+        .database("postgres")
+        .options([
+            ("role", "none"),
+            ("statement_timeout", "0"),
+            ("lock_timeout", "0"),
+            ("idle_in_transaction_session_timeout", "0"),
+            ("default_transaction_read_only", "off"),
+            ("default_transaction_isolation", "read committed"),
+            ("default_transaction_deferrable", "off"),
+            ("exit_on_error", "off"),
+            ("client_min_messages", "notice"),
+            ("standard_conforming_strings", "on"),
+        ]);
+    let mutant = Harness::with_admin_options(json!({}), unpinned).await;
+    let setup = Harness::new(json!({})).await;
+    let outcome = std::panic::AssertUnwindSafe(hostile_scenario(&setup, &mutant, "mutants"))
+        .catch_unwind()
+        .await;
+    let panic = outcome.expect_err("the hostile suite passed with unpinned admin sessions");
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(
+        message.contains(hostile::ESCAPE),
+        "the suite failed, but not because a shadow ran as the admin: {message}"
     );
+}
+
+/// Provisions a victim and a hostile tenant with `setup`, lets the hostile
+/// tenant plant its shadows and settings, then runs every path of the
+/// reconcile core that touches its database through `h`: plan, apply with
+/// indexes and a new extension, the health query and login, and deletion
+/// with `Delete`. Panics on anything a hostile tenant gained.
+async fn hostile_scenario(setup: &Harness, h: &Harness, namespace: &str) {
+    let victim = setup.desired(&format!("{namespace}-victims"), "bank", json!({}));
+    let victim_password = setup.apply(&victim, None).await.unwrap();
+    let victim_before = hostile::role_fingerprint(victim.role.as_str()).await;
+
+    // One extension now; the second is declared after the tenant planted
+    // its shadows, so its install runs in the hostile database.
+    let spec = |extensions: serde_json::Value| json!({"extensions": extensions, "indexes": hostile::indexes(), "deletionPolicy": "Delete"});
+    let initial = setup.desired(namespace, "mallory", spec(json!(["pg_trgm"])));
+    let hostile = h.desired(namespace, "mallory", spec(json!(["pg_trgm", "citext"])));
     let database = hostile.database.as_str().to_owned();
     let role = hostile.role.as_str().to_owned();
-    let password = h.apply(&hostile, None).await.unwrap();
+    let password = setup.apply(&initial, None).await.unwrap();
     let mut attacker = tenant_session(&hostile, password.expose(), &database)
         .await
         .unwrap();
@@ -315,11 +359,12 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
         planted.functions >= 20 && planted.relations >= 5 && planted.types >= 3 && planted.operators >= 20,
         "too few shadows planted: {planted:?}"
     );
-    let hostile_before = role_fingerprint(&role).await;
+    let hostile_before = hostile::role_fingerprint(&role).await;
     let mut inspector = hostile::inspector(&database).await;
 
     // Positive control: tenantdb's own extension query, sent through
-    // options that only undo `SET role`, runs the tenant's shadows as the admin.
+    // options that keep the timeouts and read-only off but not the search
+    // path, runs a shadow as the admin — which fails the query.
     {
         let admin = support::admin().await;
         let mut plain = PgConnection::connect_with(
@@ -337,12 +382,13 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
         )
         .await
         .unwrap();
-        sqlx::query(observe::EXTENSIONS_QUERY)
+        let error = sqlx::query(observe::EXTENSIONS_QUERY)
             .bind(&role)
             .bind(sql::statements::EXTENSION_SCHEMA)
             .fetch_one(&mut plain)
             .await
-            .unwrap();
+            .expect_err("a shadow ran as the admin and failed its statement");
+        assert!(error.to_string().contains(hostile::ESCAPE), "{error}");
         let (_, as_other) = hostile::runs(&mut inspector).await;
         assert!(
             as_other > 0,
@@ -400,6 +446,22 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
             ("orders_status_idx".to_owned(), true)
         ]
     );
+    // `lower` in the declared expressions is pg_catalog's, not the shadow
+    // in public (pg_get_indexdef qualifies a name off the search path).
+    let definitions: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(c.oid) FROM pg_class c
+          WHERE c.relname IN ('orders_status_idx', 'orders_email_idx') ORDER BY 1",
+    )
+    .fetch_all(&mut inspector)
+    .await
+    .unwrap();
+    assert_eq!(definitions.len(), 2);
+    for definition in definitions.iter().map(|d| d.replace('"', "")) {
+        assert!(
+            definition.contains("lower(") && !definition.contains("public.lower"),
+            "{definition}"
+        );
+    }
     let extensions: Vec<(String, String)> = sqlx::query_as(
         "SELECT e.extname::text, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
           WHERE e.extname IN ('pg_trgm', 'citext') ORDER BY 1",
@@ -481,12 +543,12 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
     );
     assert!(recorded.iter().all(|(who, _, _)| *who == role), "{recorded:?}");
     assert_eq!(
-        role_fingerprint(victim.role.as_str()).await,
+        hostile::role_fingerprint(victim.role.as_str()).await,
         victim_before,
         "the victim's role changed"
     );
     assert_eq!(
-        role_fingerprint(&role).await,
+        hostile::role_fingerprint(&role).await,
         hostile_before,
         "the hostile role gained something"
     );
@@ -519,7 +581,10 @@ async fn a_hostile_tenant_never_runs_code_as_the_admin() {
         .await
         .unwrap();
     assert_eq!(left, 0, "the hostile tenant's database is dropped");
-    assert_eq!(role_fingerprint(victim.role.as_str()).await, victim_before);
+    assert_eq!(
+        hostile::role_fingerprint(victim.role.as_str()).await,
+        victim_before
+    );
 }
 
 /// An application's database and login role, created by hand.
@@ -545,6 +610,21 @@ async fn hand_made(name: &str, password: &str, attributes: &str) {
         .unwrap();
 }
 
+/// What a refused adoption must leave as it was: the database's owner,
+/// comment, privileges, connection limit and flags (read as the superuser).
+async fn database_fingerprint(database: &str) -> String {
+    let mut conn = support::connect().await;
+    sqlx::query_scalar(
+        "SELECT concat_ws('|', pg_get_userbyid(d.datdba), shobj_description(d.oid, 'pg_database'),
+                          d.datacl::text, d.datconnlimit, d.datallowconn, d.datistemplate)
+           FROM pg_database d WHERE d.datname = $1",
+    )
+    .bind(database)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
 async fn app_login_works(name: &str, password: &str) -> bool {
     PgConnection::connect_with(
         &support::server_options()
@@ -559,16 +639,45 @@ async fn app_login_works(name: &str, password: &str) -> bool {
 #[tokio::test]
 async fn adoption_needs_the_servers_grant_and_never_takes_privileges() {
     hand_made("legacy_billing", "billing-app-secret", "").await;
-    hand_made("legacy_ops", "ops-app-secret", "CREATEROLE").await;
-    let grants = json!({"adoption": [
-        {"namespace": "billing", "database": "legacy_billing", "role": "legacy_billing"},
-        {"namespace": "billing", "database": "legacy_ops", "role": "legacy_ops"},
-    ]});
+    hand_made("legacy_other", "other-app-secret", "").await;
+    let elevated = [
+        ("legacy_ops", "CREATEROLE"),
+        ("legacy_creator", "CREATEDB"),
+        ("legacy_replica", "REPLICATION"),
+        ("legacy_bypass", "BYPASSRLS"),
+        ("legacy_reader", ""),
+    ];
+    for (name, attributes) in elevated {
+        hand_made(name, &format!("{name}-secret"), attributes).await;
+    }
+    let mut superuser = support::connect().await;
+    // The admin must not inherit what it is being tested to refuse.
+    let admin_user = &support::admin().await.user;
+    for statement in [
+        "GRANT pg_read_all_data TO legacy_reader".to_owned(),
+        format!("REVOKE legacy_reader FROM {admin_user}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut superuser)
+            .await
+            .unwrap();
+    }
+    let mut adoption =
+        vec![json!({"namespace": "billing", "database": "legacy_billing", "role": "legacy_billing"})];
+    adoption.extend(
+        elevated
+            .iter()
+            .map(|(name, _)| json!({"namespace": "billing", "database": name, "role": name})),
+    );
+    let grants = json!({ "adoption": adoption });
+    let other_before = hostile::role_fingerprint("legacy_other").await;
+    let other_database_before = database_fingerprint("legacy_other").await;
     let names = |db: &str| json!({"adopt": true, "databaseName": db, "roleName": db});
 
     // Without a grant (no adoption on the server, or another namespace's):
     // refused, nothing changed, the application's password still works.
-    let before = role_fingerprint("legacy_billing").await;
+    let before = hostile::role_fingerprint("legacy_billing").await;
+    let billing_database_before = database_fingerprint("legacy_billing").await;
     for (server, namespace) in [(json!({}), "billing"), (grants.clone(), "intruders")] {
         let h = Harness::new(server).await;
         let error = h
@@ -576,18 +685,44 @@ async fn adoption_needs_the_servers_grant_and_never_takes_privileges() {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("spec.adoption"), "{error}");
-        assert_eq!(role_fingerprint("legacy_billing").await, before);
+        assert_eq!(hostile::role_fingerprint("legacy_billing").await, before);
+        assert_eq!(
+            database_fingerprint("legacy_billing").await,
+            billing_database_before
+        );
         assert!(app_login_works("legacy_billing", "billing-app-secret").await);
     }
 
     let h = Harness::new(grants).await;
-    // Elevated roles and tenantdb's own admin role: refused even when granted.
+    // A granted namespace asking for a database it was not granted.
     let error = h
-        .apply(&h.desired("billing", "ops", names("legacy_ops")), None)
+        .apply(&h.desired("billing", "other", names("legacy_other")), None)
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("has CREATEROLE"), "{error}");
-    assert!(app_login_works("legacy_ops", "ops-app-secret").await);
+    assert!(error.to_string().contains("spec.adoption"), "{error}");
+    let other_after = hostile::role_fingerprint("legacy_other").await;
+    assert_eq!(other_after, other_before, "an ungranted database's role changed");
+    assert_eq!(database_fingerprint("legacy_other").await, other_database_before);
+    assert!(app_login_works("legacy_other", "other-app-secret").await);
+
+    // Elevated roles, members of elevated or predefined roles, and
+    // tenantdb's own admin role: refused even when granted.
+    for (name, reason) in [
+        ("legacy_ops", "has CREATEROLE"),
+        ("legacy_creator", "has CREATEDB"),
+        ("legacy_replica", "has REPLICATION"),
+        ("legacy_bypass", "has BYPASSRLS"),
+        ("legacy_reader", "is a member of"),
+    ] {
+        let before = hostile::role_fingerprint(name).await;
+        let error = h
+            .apply(&h.desired("billing", &name.replace('_', "-"), names(name)), None)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(reason), "{name}: {error}");
+        assert_eq!(hostile::role_fingerprint(name).await, before, "{name} changed");
+        assert!(app_login_works(name, &format!("{name}-secret")).await, "{name}");
+    }
     let admin_user = support::admin().await.user.clone();
     let error = h
         .apply(
@@ -600,10 +735,7 @@ async fn adoption_needs_the_servers_grant_and_never_takes_privileges() {
         )
         .await
         .unwrap_err();
-    assert!(
-        error.to_string().contains("admin role") || error.to_string().contains("CREATEROLE"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("tenantdb's own admin role"), "{error}");
     let maintenance = reconcile::resolve(
         &serde_json::from_value(json!({
             "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase",

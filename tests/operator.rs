@@ -1369,6 +1369,28 @@ async fn a_password_changed_behind_the_operators_back_is_caught_and_set_back() {
         url,
         "the Secret was not rotated"
     );
+    // Neither password — the Secret's nor the one set by hand — shows in
+    // the Events about the failed login and the restore, or in status.
+    let password = secret_data(&cluster, &ns, "acme-db").await["PGPASSWORD"].clone();
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(cluster.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(events.len() >= 2, "{events:?}");
+    let shown = serde_json::to_string(&events).unwrap()
+        + &serde_json::to_string(
+            &Api::<TenantDatabase>::namespaced(cluster.client.clone(), &ns)
+                .get("acme")
+                .await
+                .unwrap()
+                .status,
+        )
+        .unwrap();
+    assert!(password.len() >= 32);
+    for secret in [password.as_str(), "changed-by-hand-0123456789"] {
+        assert!(!shown.contains(secret), "a password shows in Events or status");
+    }
     operator.stop().await;
 }
 
@@ -1571,6 +1593,7 @@ async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
     add_server_with(&cluster, &server, support::admin().await, quick_health()).await;
     let ns = cluster.namespace("hostile").await;
     let operator = Operator::start(&cluster, Duration::from_secs(2));
+    add_tenant(&cluster, &ns, "bank", json!({"server": server})).await;
     add_tenant(
         &cluster,
         &ns,
@@ -1578,6 +1601,9 @@ async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
         json!({"server": server, "extensions": ["pg_trgm"], "deletionPolicy": "Delete"}),
     )
     .await;
+    let victim = wait_ready(&cluster, &ns, "bank").await.status.unwrap();
+    let victim_role = victim.role_name.unwrap();
+    let victim_url = secret_data(&cluster, &ns, "bank-db").await["DATABASE_URL"].clone();
     let status = wait_ready(&cluster, &ns, "mallory").await.status.unwrap();
     let (database, role) = (status.database_name.unwrap(), status.role_name.unwrap());
     let url = secret_data(&cluster, &ns, "mallory-db").await["DATABASE_URL"].clone();
@@ -1587,13 +1613,19 @@ async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
     let planted = support::hostile::plant(&mut attacker, &role, &database).await;
     drop(attacker);
     assert!(planted.functions >= 20 && planted.operators >= 20, "{planted:?}");
-    // …then declares indexes over its hostile types: the operator reconciles,
-    // probes, builds, resyncs and logs in as the tenant every second.
+    let victim_before = support::hostile::role_fingerprint(&victim_role).await;
+    let hostile_before = support::hostile::role_fingerprint(&role).await;
+    // …then declares indexes over its hostile types and one more extension:
+    // the operator reconciles, installs, probes, builds, resyncs and logs in
+    // as the tenant every second.
     Api::<TenantDatabase>::namespaced(cluster.client.clone(), &ns)
         .patch(
             "mallory",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"indexes": support::hostile::indexes()}})),
+            &Patch::Merge(json!({"spec": {
+                "indexes": support::hostile::indexes(),
+                "extensions": ["pg_trgm", "citext"],
+            }})),
         )
         .await
         .unwrap();
@@ -1623,7 +1655,34 @@ async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
         "{:?}",
         support::hostile::recorded(&mut inspector).await
     );
+    let extensions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.extname::text, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+          WHERE e.extname IN ('pg_trgm', 'citext') ORDER BY 1",
+    )
+    .fetch_all(&mut inspector)
+    .await
+    .unwrap();
+    assert_eq!(
+        extensions,
+        [
+            ("citext".to_owned(), "extensions".to_owned()),
+            ("pg_trgm".to_owned(), "extensions".to_owned())
+        ]
+    );
     drop(inspector);
+    assert_eq!(
+        support::hostile::role_fingerprint(&victim_role).await,
+        victim_before,
+        "the other tenant's role changed"
+    );
+    assert_eq!(
+        support::hostile::role_fingerprint(&role).await,
+        hostile_before,
+        "the hostile role gained something"
+    );
+    PgConnection::connect(&victim_url)
+        .await
+        .expect("the other tenant's Secret still works");
 
     // Deletion with Delete, although the tenant made its database a template.
     let mut attacker = PgConnection::connect_with(

@@ -4,7 +4,9 @@
 //! tenantdb's SQL, puts triggers and an implicit cast on its tables, then
 //! sets hostile database-level settings. Every shadow records the role it
 //! ran as; a run as anyone but the tenant is counted in a sequence, which no
-//! rollback undoes.
+//! rollback undoes, and fails the statement that ran it with an error
+//! naming [`ESCAPE`] — so an escape is seen even where counting cannot
+//! write (a read-only session, a database being dropped).
 //!
 //! The names come from the source itself: every identifier in a string
 //! literal under `src/` that names a `pg_catalog` object gets a shadow, so a
@@ -91,6 +93,10 @@ fn string_literals(text: &str) -> Vec<String> {
     out
 }
 
+/// The start of the error a shadow raises when it runs as anyone but the
+/// tenant.
+pub const ESCAPE: &str = "tenantdb-shadow escaped";
+
 /// What was planted.
 #[derive(Debug, Default)]
 pub struct Planted {
@@ -119,7 +125,11 @@ BEGIN
     INSERT INTO public.shadow_runs (who, session_who, what) VALUES (current_user, session_user, what);
   EXCEPTION WHEN OTHERS THEN NULL;
   END;
-  RAISE WARNING 'tenantdb-shadow: % ran as %', what, current_user;
+  -- Counting can fail (a read-only session, a database about to be
+  -- dropped); the error cannot: whatever ran this as another role fails.
+  IF current_user <> '@TENANT@' THEN
+    RAISE EXCEPTION '@ESCAPE@: % ran as %', what, current_user;
+  END IF;
   RETURN true;
 END $f$;
 CREATE FUNCTION public.tenantdb_plant(words text[], ops text[]) RETURNS bigint[] LANGUAGE plpgsql
@@ -250,10 +260,12 @@ const SETTINGS: &[&str] = &[
 /// database), then sets the hostile settings of `database`.
 pub async fn plant(conn: &mut PgConnection, tenant_role: &str, database: &str) -> Planted {
     let (words, operators) = names_in_source();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(SETUP.replace("@TENANT@", tenant_role)))
-        .execute(&mut *conn)
-        .await
-        .expect("setting up the shadow log");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        SETUP.replace("@TENANT@", tenant_role).replace("@ESCAPE@", ESCAPE),
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect("setting up the shadow log");
     let made: Vec<i64> = sqlx::query_scalar("SELECT public.tenantdb_plant($1, $2)")
         .bind(&words)
         .bind(&operators)
@@ -315,6 +327,23 @@ pub async fn reset(inspector: &mut PgConnection) {
         .execute(&mut *inspector)
         .await
         .unwrap();
+}
+
+/// What must never change for a role: its password verifier, attributes
+/// and memberships (read as the superuser).
+pub async fn role_fingerprint(role: &str) -> String {
+    let mut conn = super::connect().await;
+    sqlx::query_scalar(
+        "SELECT concat_ws('|', a.rolpassword, a.rolsuper, a.rolcreaterole, a.rolcreatedb, a.rolreplication,
+                          a.rolbypassrls, a.rolcanlogin,
+                          (SELECT string_agg(g.rolname, ',' ORDER BY g.rolname) FROM pg_auth_members m
+                             JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid))
+           FROM pg_authid a WHERE a.rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
 }
 
 /// A superuser session in `database` with a clean search path, for inspection.
