@@ -452,7 +452,7 @@ async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
     }
     // Logins (a per-tenant rotation of their own) pushed far out.
     push_logins_out(&cluster, &server).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until_no_writes(&cluster).await;
     let reconciled = r#"tenantdb_reconcile_total{controller="tenantdatabase",result="ok"}"#;
     let reconciles_before = operator.metric(reconciled).await;
     let before = cluster.request_counts().await;
@@ -1125,14 +1125,36 @@ async fn indexes_wait_for_their_table_and_heal_a_failed_build_with_per_index_sta
     operator.stop().await;
 }
 
+/// Waits until two readings of the API server's write counters, two
+/// seconds apart, agree: what a test's change set in motion (status
+/// writes, Events) has settled before a quiet window is measured.
+async fn wait_until_no_writes(cluster: &TestCluster) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = writes(&cluster.request_counts().await);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = writes(&cluster.request_counts().await);
+        if now == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "writes never settled: {now:?}");
+        last = now;
+    }
+}
+
 /// Moves `server`'s tenant logins (a per-tenant rotation of their own)
-/// an hour out, keeping the batched health query every second.
+/// and status heartbeats an hour out, keeping the batched health query
+/// every second.
 async fn push_logins_out(cluster: &TestCluster, server: &str) {
     Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
         .patch(
             server,
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1h"}}})),
+            // The status heartbeat too: a deliberate write per tenant every
+            // 5 minutes by default, which a slow run could reach.
+            &Patch::Merge(json!({"spec": {"healthCheck": {
+                "interval": "1s", "loginInterval": "1h", "statusHeartbeat": "1h"
+            }}})),
         )
         .await
         .unwrap();
@@ -1454,7 +1476,7 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
     // The logins (a per-tenant rotation of their own) are pushed far out,
     // so what is watched is the batched query alone: five intervals.
     push_logins_out(&cluster, &server).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_until_no_writes(&cluster).await;
     let admin_oid: sqlx::postgres::types::Oid =
         sqlx::query_scalar("SELECT oid FROM pg_roles WHERE rolname = $1")
             .bind(&admin.user)
@@ -1468,6 +1490,7 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
         .execute(&mut superuser)
         .await
         .unwrap();
+    let window = Instant::now();
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     let statements: Vec<(String, i64)> =
         sqlx::query_as("SELECT query, calls FROM pg_stat_statements WHERE userid = $1 ORDER BY calls DESC")
@@ -1492,7 +1515,13 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
         "{}",
         statements[0].0
     );
-    assert!((4..=7).contains(&statements[0].1), "{statements:?}");
+    // At most once per interval (1 s) — a loaded machine may run it less
+    // often, never more.
+    let intervals = window.elapsed().as_secs_f64().ceil() as i64;
+    assert!(
+        (1..=intervals + 1).contains(&statements[0].1),
+        "{statements:?} in {intervals} intervals"
+    );
     assert_eq!(
         writes(&before),
         writes(&after),
@@ -1706,12 +1735,10 @@ async fn a_hostile_tenant_never_runs_code_as_the_operators_admin_role() {
     operator.stop().await;
 }
 
-// Known to fail about one run in three (docs/testing.md, "What the real
-// control plane showed"): after the restart some of the operator's watch
-// restarts keep getting 403 from kube-apiserver for over a minute, and
-// requeued reconciles are lost. Run it with `cargo test --all-features --test
-// operator -- --ignored`; it leaves the default suite once that is fixed.
-#[ignore = "fails about one run in three: the operator's watches stay 403 after kube-apiserver restarts (docs/testing.md)"]
+// Before each watch backed off on its own, one backoff shared by all of a
+// controller's watches grew with every reconnect error and `410 Gone` to
+// 18 s and more, no watch was polled meanwhile, and this test failed about
+// one run in three (docs/testing.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_recovers_by_itself_when_kube_apiserver_is_killed_mid_rollout() {
     // A control plane of the test's own even under TENANTDB_E2E_KUBECONFIG:

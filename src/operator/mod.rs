@@ -212,7 +212,10 @@ async fn controllers(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
 
-    let mut server_controller = Controller::new(servers_api.clone(), watcher::Config::default())
+    let (server_store, server_writer) = reflector::store::<DatabaseServer>();
+    let server_changes = reflector(server_writer, watched(servers_api.clone())).applied_objects();
+    let mut server_controller = Controller::for_stream(server_changes, server_store)
+        .trigger_backoff(EachWatchBacksOffAlone)
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
     let mut tenant_controllers = Vec::new();
     let mut stores = Stores {
@@ -232,7 +235,7 @@ async fn controllers(
         // copy of the whole object in last-applied-configuration.
         let tenant_changes = reflector(
             tenant_writer,
-            watcher(tenants_api.clone(), watcher::Config::default()).modify(|tenant| {
+            watched(tenants_api.clone()).modify(|tenant| {
                 tenant.metadata.managed_fields = None;
                 if let Some(annotations) = tenant.metadata.annotations.as_mut() {
                     annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -242,6 +245,7 @@ async fn controllers(
         .applied_objects()
         .predicate_filter(reconcile_worthy, Default::default());
         let controller = Controller::for_stream(tenant_changes, tenant_store)
+            .trigger_backoff(EachWatchBacksOffAlone)
             .with_config(controller::Config::default().concurrency(config.concurrency));
         let (secret_store, secret_writer) = reflector::store::<Secret>();
         let managed_secrets = reflector(
@@ -249,18 +253,20 @@ async fn controllers(
             watcher(
                 secrets_api,
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
-            ),
+            )
+            .default_backoff(),
         )
         .touched_objects();
         stores.tenants.push(controller.store());
         stores.secrets.push(secret_store);
         // A tenant's status naming its server re-queues that server (counts).
-        server_controller = server_controller.watches(tenants_api, watcher::Config::default(), |tenant| {
-            tenant
-                .status
-                .and_then(|s| s.server)
-                .map(|server| ObjectRef::<DatabaseServer>::new(&server))
-        });
+        server_controller =
+            server_controller.watches_stream(watched(tenants_api).touched_objects(), |tenant| {
+                tenant
+                    .status
+                    .and_then(|s| s.server)
+                    .map(|server| ObjectRef::<DatabaseServer>::new(&server))
+            });
         tenant_controllers.push((controller, managed_secrets));
     }
 
@@ -328,10 +334,10 @@ async fn controllers(
         let run = controller
             .owns_stream(managed_secrets)
             .reconcile_on(requeued)
-            .watches(servers_api.clone(), watcher::Config::default(), move |server| {
+            .watches_stream(watched(servers_api.clone()).touched_objects(), move |server| {
                 by_server(&server.name_any())
             })
-            .watches(admin_secrets, watcher::Config::default(), by_secret)
+            .watches_stream(watched(admin_secrets).touched_objects(), by_secret)
             .graceful_shutdown_on(wait_for(stopped.clone()))
             .run(
                 tenant::reconcile,
@@ -391,6 +397,36 @@ async fn controllers(
     monitor.abort();
     syncing.abort();
     ctx.synced.store(false, Ordering::Relaxed);
+}
+
+/// A watch of everything `api` lists, which backs off on its own when it
+/// fails (kube-runtime's default: 0.8 s doubling to 30 s, with jitter).
+fn watched<K>(api: Api<K>) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default()).default_backoff()
+}
+
+/// The controllers' own backoff over all their watches: none. Each watch
+/// backs off on its own ([`watched`]). kube-runtime's default here is one
+/// backoff shared by every watch of a controller, so when the API server
+/// restarts, each watch's reconnect error (and each `410 Gone` that only
+/// asks for a relist) doubles one shared delay — seen at 18 s and growing,
+/// during which no watch was polled: the caches went stale, finalizer
+/// patches failed their precondition, and new tenants went unseen.
+struct EachWatchBacksOffAlone;
+
+impl Iterator for EachWatchBacksOffAlone {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for EachWatchBacksOffAlone {
+    fn reset(&mut self) {}
 }
 
 /// What a tenant's reconcile depends on in the object itself: the spec (its
