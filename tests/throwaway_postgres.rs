@@ -113,6 +113,19 @@ async fn scram_verifiers_agree_with_postgresql() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
+    // The throwaway server's test session is a superuser; only an external
+    // server (TENANTDB_TEST_DATABASE_URL) may lack it, and then the run says
+    // what it left out.
+    let external = std::env::var("TENANTDB_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    assert!(
+        superuser || external,
+        "the throwaway server's session is not a superuser: the known-answer half would not run"
+    );
+    if !superuser {
+        eprintln!(
+            "scram_verifiers_agree_with_postgresql: not a superuser on TENANTDB_TEST_DATABASE_URL; PostgreSQL's own verifier (pg_authid) is not checked"
+        );
+    }
     if superuser {
         // PostgreSQL's own verifier, checked by ours (reading pg_authid needs a superuser).
         sqlx::query("SET password_encryption = 'scram-sha-256'")
