@@ -19,12 +19,12 @@ demo: deps
 	$(TENANTDB) sandbox -- examples/demo.sh
 
 test: deps
-	cargo fmt --check
-	cargo clippy --all-targets --all-features --locked -- -D warnings
-	cargo build --locked
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo build --workspace --locked
 	diff <($(TENANTDB) crd) <(cat crds/*.yaml) || { echo "crds/ is stale: run 'make crds'" >&2; exit 1; }
 	$(MAKE) --no-print-directory control-plane
-	cargo test --locked --all-features
+	cargo test --workspace --locked
 
 # kube-apiserver, kube-controller-manager and etcd built from the Go modules
 # pinned in tests/kube/go.mod, cached in ~/.cache/tenantdb/kube/<versions>/
@@ -32,6 +32,7 @@ test: deps
 control-plane:
 	@command -v go >/dev/null || { echo "go not found: the tests build the Kubernetes control plane from its Go modules; install Go 1.26+" >&2; exit 1; }
 	@bash tests/kube/build.sh >/dev/null
+	@bash tests/kube/build-clients.sh >/dev/null
 
 # A control plane for trying the operator by hand: prints its admin
 # kubeconfig's path and runs until Ctrl-C (tests/kube/README.md).
@@ -41,7 +42,8 @@ cluster: control-plane
 # Provisioning against the raw-SQL floor, steady-state cost, memory and
 # reconcile latency, on a throwaway PostgreSQL (docs/benchmarks.md).
 bench: deps
-	cargo run --release --locked --features emulator --bin tenantdb -- bench
+	cargo build --release --locked --bin tenantdb
+	cargo run --release --locked -p tenantdb-testkit --bin tenantdb-bench
 
 crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir crds
@@ -101,4 +103,4 @@ e2e: deps control-plane
 	[ -n "$$kubeconfig" ] || { cat "$$log" >&2; echo "the control plane did not start" >&2; exit 1; }; \
 	kubectl --kubeconfig "$$kubeconfig" apply --server-side -f crds/ >/dev/null; \
 	kubectl --kubeconfig "$$kubeconfig" wait --for=condition=Established crd --all --timeout=60s >/dev/null; \
-	TENANTDB_E2E_KUBECONFIG="$$kubeconfig" cargo test --locked --all-features --test operator -- --test-threads=1 $(E2E_FILTER)
+	TENANTDB_E2E_KUBECONFIG="$$kubeconfig" cargo test --locked --test operator -- --test-threads=1 $(E2E_FILTER)

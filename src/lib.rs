@@ -6,8 +6,6 @@ pub mod admin_access;
 pub mod admin_session;
 pub mod api;
 pub mod connection_secret;
-#[cfg(feature = "emulator")]
-pub mod emulator;
 pub mod health;
 pub mod local;
 pub mod manifest;

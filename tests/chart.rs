@@ -229,7 +229,6 @@ fn the_values_schema_refuses_bad_values_by_name() {
 /// emulator counts requests by identity, which kube-apiserver's metrics do
 /// not. (That the rules suffice is shown on the real control plane: the
 /// operator suite runs as the chart's ServiceAccount.)
-#[cfg(feature = "emulator")]
 mod rbac {
     use super::*;
 

@@ -3,7 +3,6 @@
 //! `kubectl` — not through its internals. Every contract runs on the
 //! emulator and on a real kube-apiserver with the same assertions, which
 //! keeps the emulator honest (see `on_both!`).
-#![cfg(feature = "emulator")]
 
 mod support;
 
@@ -17,7 +16,7 @@ use serde_json::json;
 use support::cluster::TestCluster;
 use support::text;
 use tenantdb::api::TenantDatabase;
-use tenantdb::emulator::EmulatorOptions;
+use tenantdb_testkit::emulator::EmulatorOptions;
 
 /// Each contract below runs twice: on the emulator, and on a real API
 /// server (a control plane of the test's own, or the cluster of

@@ -1,8 +1,6 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own file
 //! and reports failure through `anyhow`, which stops here.
 
-#[cfg(feature = "emulator")]
-mod bench;
 mod check;
 mod crd;
 mod local;
@@ -64,9 +62,6 @@ enum Command {
     Delete(local::Common),
     /// Run a throwaway local PostgreSQL with an admin role, for trying tenantdb out.
     Sandbox(sandbox::Args),
-    /// Measure provisioning against the raw-SQL floor, the steady state, memory and reconcile latency.
-    #[cfg(feature = "emulator")]
-    Bench(bench::Args),
 }
 
 pub async fn main() -> ExitCode {
@@ -81,8 +76,6 @@ pub async fn main() -> ExitCode {
         Command::Delete(args) => local::delete(args).await,
         Command::Status(args) => local::status(args).await,
         Command::Sandbox(args) => sandbox::run(args).await,
-        #[cfg(feature = "emulator")]
-        Command::Bench(args) => bench::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
-#[cfg(feature = "emulator")]
-use tenantdb::emulator::{Emulator, EmulatorOptions};
+use tenantdb_testkit::emulator::{Emulator, EmulatorOptions};
 
 use super::control_plane::{ControlPlane, OPERATOR_NAMESPACE};
 
@@ -29,7 +28,6 @@ pub struct TestCluster {
     pub operator_client: kube::Client,
     pub operator_kubeconfig: PathBuf,
     /// The emulator, when the tests run against one.
-    #[cfg(feature = "emulator")]
     pub emulator: Option<Emulator>,
     /// The control plane, when the test started one.
     pub control_plane: Option<ControlPlane>,
@@ -57,7 +55,6 @@ impl TempDir {
 }
 
 /// tenantdb's CRDs as checked in.
-#[cfg(feature = "emulator")]
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     tenantdb::api::crds()
@@ -81,7 +78,6 @@ impl TestCluster {
             _ => {}
         }
         match std::env::var("TENANTDB_TEST_API").as_deref() {
-            #[cfg(feature = "emulator")]
             Ok("emulator") => Self::emulated(EmulatorOptions::default()).await,
             Ok("") | Ok("control-plane") | Err(_) => Self::control_plane().await,
             Ok(other) => panic!("TENANTDB_TEST_API={other}: expected control-plane or emulator"),
@@ -90,7 +86,6 @@ impl TestCluster {
 
     /// Always an emulator, for what only the emulator can show (request
     /// counts per client, a short watch history).
-    #[cfg(feature = "emulator")]
     pub async fn emulated(options: EmulatorOptions) -> Self {
         let emulator = Emulator::start(EmulatorOptions {
             crds: crds(),
@@ -131,7 +126,6 @@ impl TestCluster {
             kubeconfig: plane.admin_kubeconfig.clone(),
             operator_client: client_of(&plane.operator_kubeconfig).await,
             operator_kubeconfig: plane.operator_kubeconfig.clone(),
-            #[cfg(feature = "emulator")]
             emulator: None,
             control_plane: Some(plane),
             _dir: TempDir::new("kube"),
@@ -145,7 +139,6 @@ impl TestCluster {
             operator_kubeconfig: kubeconfig.clone(),
             client,
             kubeconfig,
-            #[cfg(feature = "emulator")]
             emulator: None,
             control_plane: None,
             _dir: TempDir::new("kube"),
@@ -155,10 +148,7 @@ impl TestCluster {
     /// Whether a real garbage collector deletes dependents (everywhere but
     /// in the emulator, which models it by hand).
     pub fn has_garbage_collector(&self) -> bool {
-        #[cfg(feature = "emulator")]
-        return self.emulator.is_none();
-        #[cfg(not(feature = "emulator"))]
-        return true;
+        self.emulator.is_none()
     }
 
     /// The namespace for the operator's leader Lease: the release's
@@ -182,7 +172,6 @@ impl TestCluster {
     /// identity Lease, every 10 s) — so a claim about the operator compares
     /// resources only it writes. kube-apiserver counts a watch when it ends.
     pub async fn request_counts(&self) -> BTreeMap<String, u64> {
-        #[cfg(feature = "emulator")]
         if let Some(emulator) = &self.emulator {
             return emulator.request_counts();
         }

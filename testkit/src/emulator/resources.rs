@@ -6,7 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
-use crate::manifest::SchemaValidator;
+use tenantdb::manifest::SchemaValidator;
 
 /// A printer column, as in a CRD's `additionalPrinterColumns`.
 #[derive(Clone, Debug)]

@@ -927,7 +927,7 @@ fn uid() -> String {
 }
 
 fn random_suffix() -> String {
-    crate::password::generate()
+    tenantdb::password::generate()
         .to_lowercase()
         .chars()
         .take(5)

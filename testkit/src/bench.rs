@@ -1,4 +1,4 @@
-//! `tenantdb bench` (built with feature `emulator`): where tenantdb stands,
+//! `tenantdb-bench` (`make bench`): where tenantdb stands,
 //! measured in one run on one throwaway PostgreSQL —
 //!
 //! 1. provisioning N tenants through `tenantdb apply` and through the
@@ -11,8 +11,9 @@
 //! 4. reconcile latency: a spec change to the new CONNECTION LIMIT in
 //!    PostgreSQL.
 //!
-//! The operator and `apply` run as child processes of this same binary, so
-//! their CPU and memory are theirs alone.
+//! The operator and `apply` run as child processes — the `tenantdb` binary
+//! built beside this one, or `TENANTDB_BIN` — so their CPU and memory are
+//! theirs alone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::emulator::{Emulator, EmulatorOptions};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -28,7 +30,6 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tenantdb::api::{DatabaseServer, TenantDatabase};
-use tenantdb::emulator::{Emulator, EmulatorOptions};
 use tenantdb::reconcile::{self, Snapshot, Step, StoredPassword};
 use tenantdb::sql::{Ident, ScramVerifier};
 use tenantdb::throwaway::ThrowawayPostgres;
@@ -38,7 +39,11 @@ const ADMIN_ROLE: &str = "tenantdb_bench_admin";
 /// Each tenant's login is checked this often during the benchmark.
 const LOGIN_INTERVAL: Duration = Duration::from_secs(10);
 
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
+#[command(
+    name = "tenantdb-bench",
+    about = "Measure provisioning against the raw-SQL floor, the steady state, memory and reconcile latency"
+)]
 pub struct Args {
     /// Tenants provisioned by each of the three provisioning runs.
     #[arg(long, default_value_t = 200)]
@@ -211,7 +216,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.tenants == 0 || args.workers == 0 || args.intervals == 0 {
         bail!("--tenants, --workers and --intervals must be at least 1");
     }
-    let exe = std::env::current_exe().context("finding the tenantdb binary")?;
+    let exe = tenantdb_binary()?;
     let work = tempdir("tenantdb-bench")?;
     eprintln!("starting a throwaway PostgreSQL…");
     let postgres = tokio::task::spawn_blocking(|| {
@@ -434,6 +439,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
+}
+
+/// The `tenantdb` binary the benchmark runs: `TENANTDB_BIN`, else the one
+/// cargo built beside this binary.
+fn tenantdb_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TENANTDB_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let here = std::env::current_exe().context("finding this binary")?;
+    let beside = here.with_file_name("tenantdb");
+    if !beside.is_file() {
+        bail!(
+            "{} not found: build it with the same profile first (cargo build --release --bin tenantdb), or set TENANTDB_BIN",
+            beside.display()
+        );
+    }
+    Ok(beside)
 }
 
 fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
@@ -818,7 +840,7 @@ fn print_table(report: &Report) {
     let s = &report.steady_state;
     let l = &report.reconcile_latency;
     println!(
-        "tenantdb bench: {} tenants, {} workers, {} CPUs, PostgreSQL {}",
+        "tenantdb-bench: {} tenants, {} workers, {} CPUs, PostgreSQL {}",
         report.tenants, report.workers, report.machine.cpus, report.machine.postgres
     );
     println!();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use tenantdb::emulator::{Emulator, EmulatorOptions};
+use tenantdb_testkit::emulator::{Emulator, EmulatorOptions};
 
 #[derive(Parser)]
 #[command(about = "A Kubernetes API emulator for tests and local demos (not a real cluster)")]
