@@ -33,6 +33,11 @@ impl Operator {
 
     /// An operator that watches only `namespaces` (all when empty).
     fn start_in(cluster: &TestCluster, resync: Duration, namespaces: Vec<String>) -> Self {
+        Self::start_as(cluster.operator_client.clone(), resync, namespaces)
+    }
+
+    /// An operator with `client` as its connection to the API server.
+    fn start_as(client: kube::Client, resync: Duration, namespaces: Vec<String>) -> Self {
         // The operator's log, captured per test and shown when one fails
         // (`RUST_LOG` to filter; tenantdb at info by default).
         let _ = tracing_subscriber::fmt()
@@ -55,7 +60,7 @@ impl Operator {
             http_addr: http,
             leader_election: None,
         };
-        let task = tokio::spawn(operator::run(cluster.operator_client.clone(), config, async {
+        let task = tokio::spawn(operator::run(client, config, async {
             let _ = stopped.await;
         }));
         Self {
@@ -1775,5 +1780,97 @@ async fn the_operator_recovers_by_itself_when_kube_apiserver_is_killed_mid_rollo
         !operator.task.is_finished(),
         "the operator kept running through the outage"
     );
+    operator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_falls_out_of_the_compaction_window_relists() {
+    // No watch cache, and etcd compacted every 2 s: a watch resumed from a
+    // revision older than that gets 410 Gone from etcd itself.
+    let cluster =
+        TestCluster::control_plane_with(&["--watch-cache=false", "--etcd-compaction-interval=2s"]).await;
+    let server_url = kube::config::Kubeconfig::read_from(&cluster.operator_kubeconfig)
+        .unwrap()
+        .clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let target: std::net::SocketAddr = server_url.trim_start_matches("https://").parse().unwrap();
+    // The operator reaches kube-apiserver only through a link the test cuts.
+    let link = support::link::Link::to(target).await;
+    let through_link =
+        support::cluster::client_via(&cluster.operator_kubeconfig, &format!("https://{}", link.addr)).await;
+    let server = server_name("relist");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("relist").await;
+    let operator = Operator::start_as(through_link, Duration::from_secs(300), Vec::new());
+    add_tenant(&cluster, &ns, "before", json!({"server": server})).await;
+    wait_ready(&cluster, &ns, "before").await;
+
+    // Partitioned: the operator's watches break and cannot reconnect.
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let last_seen = api
+        .list_metadata(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    link.cut();
+    add_tenant(&cluster, &ns, "during", json!({"server": server})).await;
+    // Until etcd has compacted past what the operator saw, a watch from
+    // there still replays `during`; after, it is refused with 410.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for tick in 0.. {
+        let mut events = api
+            .watch(&kube::api::WatchParams::default().timeout(5), &last_seen)
+            .await
+            .unwrap()
+            .boxed();
+        use futures::StreamExt;
+        match events.next().await {
+            Some(Ok(kube::api::WatchEvent::Error(e))) if e.code == 410 => break,
+            Some(Err(kube::Error::Api(e))) if e.code == 410 => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd never compacted past {last_seen}: {other:?}"
+                );
+                // New revisions for the compactor to move past.
+                api.patch(
+                    "before",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {"test/tick": tick.to_string()}}})),
+                )
+                .await
+                .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let lists = |counts: &BTreeMap<String, u64>| {
+        counts
+            .get("list tenantdatabases.tenantdb.io")
+            .copied()
+            .unwrap_or(0)
+    };
+    let lists_before = lists(&cluster.request_counts().await);
+
+    // Healed: the operator's watches resume from a compacted revision, are
+    // told 410 Gone, list again — and find the tenant created meanwhile.
+    link.heal();
+    wait_ready(&cluster, &ns, "during").await;
+    let lists_after = lists(&cluster.request_counts().await);
+    assert!(
+        lists_after > lists_before,
+        "the tenant was found without a new list ({lists_before} → {lists_after}): the watch did not fall out of the window"
+    );
+    let secret = secret_data(&cluster, &ns, "during-db").await;
+    PgConnection::connect(&secret["DATABASE_URL"])
+        .await
+        .expect("the tenant created during the partition works");
     operator.stop().await;
 }

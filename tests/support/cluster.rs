@@ -60,6 +60,18 @@ pub fn crds()
     tenantdb::api::crds()
 }
 
+/// A client for `kubeconfig`'s identity that reaches the API server at
+/// `url` instead (through a [`super::link::Link`], say).
+pub async fn client_via(kubeconfig: &Path, url: &str) -> kube::Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
+    let mut config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .unwrap();
+    config.cluster_url = url.parse().unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
 async fn client_of(kubeconfig: &Path) -> kube::Client {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)
         .unwrap_or_else(|e| panic!("reading {}: {e}", kubeconfig.display()));
@@ -114,8 +126,14 @@ impl TestCluster {
     /// Deployment (there is no kubelet): the tests run the operator
     /// themselves, with the ServiceAccount's identity.
     pub async fn control_plane() -> Self {
-        let plane = tokio::task::spawn_blocking(|| {
-            let plane = ControlPlane::start();
+        Self::control_plane_with(&[]).await
+    }
+
+    /// The same, with more kube-apiserver flags.
+    pub async fn control_plane_with(apiserver_args: &[&str]) -> Self {
+        let apiserver_args: Vec<String> = apiserver_args.iter().map(|a| a.to_string()).collect();
+        let plane = tokio::task::spawn_blocking(move || {
+            let plane = ControlPlane::start_with(&apiserver_args);
             install_chart(&plane);
             plane
         })

@@ -81,6 +81,11 @@ fn kubeconfig(dir: &Path, name: &str, server: &str, user: &str) -> PathBuf {
 
 impl ControlPlane {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A control plane whose kube-apiserver also gets `apiserver_args`.
+    pub fn start_with(apiserver_args: &[String]) -> Self {
         let bin = binaries();
         let dir = std::env::temp_dir().join(format!(
             "tenantdb-control-plane-{}-{}",
@@ -227,7 +232,10 @@ impl ControlPlane {
                 format!("--service-account-key-file={d}/sa.pub"),
                 format!("--service-account-signing-key-file={d}/sa.key"),
                 format!("--cert-dir={d}/apiserver-certs"),
-            ],
+            ]
+            .into_iter()
+            .chain(apiserver_args.iter().cloned())
+            .collect::<Vec<_>>(),
         );
         plane.wait_ready();
         plane.spawn(

@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod control_plane;
 pub mod hostile;
+pub mod link;
 
 use std::sync::OnceLock;
 
