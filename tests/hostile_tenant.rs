@@ -462,26 +462,7 @@ async fn hostile_scenario(setup: &Harness, h: &Harness, namespace: &str) {
             "{definition}"
         );
     }
-    let extensions: Vec<(String, String)> = sqlx::query_as(
-        "SELECT e.extname::text, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-          WHERE e.extname IN ('pg_trgm', 'citext') ORDER BY 1",
-    )
-    .fetch_all(&mut inspector)
-    .await
-    .unwrap();
-    assert_eq!(
-        extensions,
-        [
-            ("citext".to_owned(), "extensions".to_owned()),
-            ("pg_trgm".to_owned(), "extensions".to_owned())
-        ]
-    );
-    let schema_writable: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, 'extensions', 'CREATE')")
-        .bind(&role)
-        .fetch_one(&mut inspector)
-        .await
-        .unwrap();
-    assert!(!schema_writable);
+    hostile::assert_both_extensions_installed_apart(&mut inspector, &role).await;
 
     // status: the batched health query and a real login as the tenant
     let sample = health::sample_server(

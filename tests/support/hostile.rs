@@ -346,6 +346,34 @@ pub async fn role_fingerprint(role: &str) -> String {
     .unwrap()
 }
 
+/// Both extensions the hostile tests declare (`pg_trgm`, `citext`) are
+/// installed in the schema `extensions`, which `role` cannot create in.
+pub async fn assert_both_extensions_installed_apart(inspector: &mut PgConnection, role: &str) {
+    let extensions: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.extname::text, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+          WHERE e.extname IN ('pg_trgm', 'citext') ORDER BY 1",
+    )
+    .fetch_all(&mut *inspector)
+    .await
+    .unwrap();
+    assert_eq!(
+        extensions,
+        [
+            ("citext".to_owned(), "extensions".to_owned()),
+            ("pg_trgm".to_owned(), "extensions".to_owned())
+        ]
+    );
+    let writable: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, 'extensions', 'CREATE')")
+        .bind(role)
+        .fetch_one(&mut *inspector)
+        .await
+        .unwrap();
+    assert!(
+        !writable,
+        "the tenant can create objects in the extensions schema"
+    );
+}
+
 /// A superuser session in `database` with a clean search path, for inspection.
 pub async fn inspector(database: &str) -> PgConnection {
     let mut conn = PgConnection::connect_with(&super::server_options().database(database).options([
