@@ -1,7 +1,8 @@
 //! A hostile tenant, as the threat model has it: logged in with nothing but
 //! its own credentials, it plants objects in its `public` schema that shadow
 //! every catalog function, view, table, type and operator name appearing in
-//! tenantdb's SQL, puts triggers and an implicit cast on its tables, then
+//! tenantdb's SQL (aggregates, variadic functions and prefix operators
+//! included), puts triggers and an implicit cast on its tables, then
 //! sets hostile database-level settings. Every shadow records the role it
 //! ran as; a run as anyone but the tenant is counted in a sequence, which no
 //! rollback undoes, and fails the statement that ran it with an error
@@ -101,10 +102,23 @@ pub const ESCAPE: &str = "tenantdb-shadow escaped";
 #[derive(Debug, Default)]
 pub struct Planted {
     pub functions: i64,
+    pub aggregates: i64,
     pub relations: i64,
     pub types: i64,
     pub operators: i64,
 }
+
+/// Catalog names that cannot be shadowed, by the start of the reason the
+/// planting gives: PostgreSQL has no way to create them in a schema.
+const UNSHADOWABLE: &[&str] = &[
+    // `any` and `unknown`: no type of those names can be created.
+    "a pseudo-type",
+    // `mode() WITHIN GROUP (ORDER BY …)`: called only with that syntax.
+    "an ordered-set or hypothetical-set aggregate",
+    // A support function (`system(internal)`, TABLESAMPLE's): SQL cannot
+    // pass an `internal` value, so no statement can call it or a shadow.
+    "takes an internal argument",
+];
 
 const SETUP: &str = r#"
 CREATE TABLE public.shadow_runs (at timestamptz DEFAULT clock_timestamp(), who text, session_who text, what text);
@@ -132,65 +146,118 @@ BEGIN
   END IF;
   RETURN true;
 END $f$;
-CREATE FUNCTION public.tenantdb_plant(words text[], ops text[]) RETURNS bigint[] LANGUAGE plpgsql
+CREATE FUNCTION public.tenantdb_plant(words text[], ops text[])
+  RETURNS TABLE (kind text, signature text, error text) LANGUAGE plpgsql
   SET search_path = pg_catalog AS $f$
 DECLARE
-  r record; args text; body text; made bigint[] := '{0,0,0,0}';
+  r record; args text; arglist text; body text; argtypes text;
 BEGIN
-  FOR r IN SELECT p.oid, p.proname, p.pronargs, p.proretset, p.prorettype,
-                  pg_get_function_arguments(p.oid) AS arguments, pg_get_function_result(p.oid) AS result
+  -- Functions, variadic ones included. PL/pgSQL cannot take "any": a
+  -- shadow takes anyelement (or text[] for VARIADIC "any") instead, which
+  -- still outranks the catalog's function for the arguments tenantdb passes.
+  FOR r IN SELECT p.oid, p.proname, p.pronargs, p.proretset, p.prorettype, p.provariadic,
+                  replace(replace(pg_get_function_arguments(p.oid), 'VARIADIC "any"', 'VARIADIC text[]'), '"any"', 'anyelement') AS arguments,
+                  pg_get_function_result(p.oid) AS result
              FROM pg_proc p
-            WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY (words)
-              AND p.prokind = 'f' AND p.provariadic = 0 LOOP
-    args := coalesce((SELECT string_agg('$' || i, ', ') FROM generate_series(1, r.pronargs) i), '');
+            WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY (words) AND p.prokind = 'f' LOOP
+    args := coalesce((SELECT string_agg(CASE WHEN i = r.pronargs AND r.provariadic <> 0 THEN 'VARIADIC $' ELSE '$' END || i, ', ')
+                        FROM generate_series(1, r.pronargs) i), '');
     body := CASE
       WHEN r.prorettype = 'void'::regtype THEN format('PERFORM pg_catalog.%I(%s); RETURN;', r.proname, args)
       WHEN r.proretset THEN format('RETURN QUERY SELECT * FROM pg_catalog.%I(%s);', r.proname, args)
       ELSE format('RETURN pg_catalog.%I(%s);', r.proname, args) END;
+    kind := 'function'; signature := format('%s(%s)', r.proname, r.arguments); error := NULL;
     BEGIN
+      IF 'internal'::regtype = ANY ((SELECT p.proargtypes FROM pg_proc p WHERE p.oid = r.oid)::oid[]) THEN
+        RAISE EXCEPTION 'takes an internal argument';
+      END IF;
       EXECUTE format('CREATE FUNCTION public.%I(%s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS %L',
                      r.proname, r.arguments, r.result,
                      format('BEGIN PERFORM public.tenantdb_shadow_ran(%L); %s END', r.proname, body));
-      made[1] := made[1] + 1;
-    EXCEPTION WHEN OTHERS THEN NULL;
+    EXCEPTION WHEN OTHERS THEN error := SQLERRM;
     END;
+    RETURN NEXT;
+  END LOOP;
+  -- Aggregates: a shadow whose transition function records the run
+  -- (anyenum as anyelement: PostgreSQL refuses anyenum as a state type).
+  FOR r IN SELECT p.oid, p.proname, a.aggkind,
+                  replace(replace(pg_get_function_identity_arguments(p.oid), '"any"', 'anyelement'), 'anyenum', 'anyelement') AS arguments,
+                  replace(pg_get_function_result(p.oid), 'anyenum', 'anyelement') AS result
+             FROM pg_proc p JOIN pg_aggregate a ON a.aggfnoid = p.oid
+            WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY (words) LOOP
+    kind := 'aggregate'; signature := format('%s(%s)', r.proname, r.arguments); error := NULL;
+    BEGIN
+      IF r.aggkind <> 'n' THEN
+        RAISE EXCEPTION 'an ordered-set or hypothetical-set aggregate';
+      END IF;
+      EXECUTE format('CREATE FUNCTION public.tenantdb_agg_%s(%s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS %L',
+                     r.oid, concat_ws(', ', r.result, nullif(r.arguments, '')), r.result,
+                     format('BEGIN PERFORM public.tenantdb_shadow_ran(%L); RETURN $1; END', 'aggregate ' || r.proname));
+      EXECUTE format('CREATE AGGREGATE public.%I(%s) (SFUNC = public.tenantdb_agg_%s, STYPE = %s)',
+                     r.proname, coalesce(nullif(r.arguments, ''), '*'), r.oid, r.result);
+    EXCEPTION WHEN OTHERS THEN error := SQLERRM;
+    END;
+    RETURN NEXT;
   END LOOP;
   FOR r IN SELECT c.relname FROM pg_class c
             WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relname = ANY (words)
               AND c.relkind IN ('r', 'v') LOOP
+    kind := 'relation'; signature := r.relname; error := NULL;
     BEGIN
       EXECUTE format('CREATE VIEW public.%I AS SELECT * FROM pg_catalog.%I WHERE public.tenantdb_shadow_ran(%L)',
                      r.relname, r.relname, r.relname);
-      made[2] := made[2] + 1;
-    EXCEPTION WHEN OTHERS THEN NULL;
+    EXCEPTION WHEN OTHERS THEN error := SQLERRM;
     END;
+    RETURN NEXT;
   END LOOP;
-  FOR r IN SELECT o.oid, o.oprname, format_type(o.oprleft, NULL) AS l, format_type(o.oprright, NULL) AS rt,
+  -- Operators, infix and prefix.
+  FOR r IN SELECT o.oid, o.oprname, o.oprkind, format_type(o.oprleft, NULL) AS l, format_type(o.oprright, NULL) AS rt,
                   format_type(o.oprresult, NULL) AS result, o.oprcode::text AS code
              FROM pg_operator o
-            WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oprname = ANY (ops) AND o.oprkind = 'b' LOOP
+            WHERE o.oprnamespace = 'pg_catalog'::regnamespace AND o.oprname = ANY (ops) LOOP
+    kind := 'operator';
+    signature := CASE r.oprkind WHEN 'b' THEN format('%s %s %s', r.l, r.oprname, r.rt) ELSE format('%s %s', r.oprname, r.rt) END;
+    error := NULL;
     BEGIN
-      EXECUTE format('CREATE FUNCTION public.tenantdb_op_%s(%s, %s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS %L',
-                     r.oid, r.l, r.rt, r.result,
-                     format('BEGIN PERFORM public.tenantdb_shadow_ran(%L); RETURN %s($1, $2); END', 'operator ' || r.oprname, r.code));
-      EXECUTE format('CREATE OPERATOR public.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = public.tenantdb_op_%s)',
-                     r.oprname, r.l, r.rt, r.oid);
-      made[4] := made[4] + 1;
-    EXCEPTION WHEN OTHERS THEN NULL;
+      IF r.oprkind = 'b' THEN
+        EXECUTE format('CREATE FUNCTION public.tenantdb_op_%s(%s, %s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS %L',
+                       r.oid, r.l, r.rt, r.result,
+                       format('BEGIN PERFORM public.tenantdb_shadow_ran(%L); RETURN %s($1, $2); END', 'operator ' || r.oprname, r.code));
+        EXECUTE format('CREATE OPERATOR public.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = public.tenantdb_op_%s)',
+                       r.oprname, r.l, r.rt, r.oid);
+      ELSE
+        EXECUTE format('CREATE FUNCTION public.tenantdb_op_%s(%s) RETURNS %s LANGUAGE plpgsql SET search_path = pg_catalog AS %L',
+                       r.oid, r.rt, r.result,
+                       format('BEGIN PERFORM public.tenantdb_shadow_ran(%L); RETURN %s($1); END', 'operator ' || r.oprname, r.code));
+        EXECUTE format('CREATE OPERATOR public.%s (RIGHTARG = %s, FUNCTION = public.tenantdb_op_%s)',
+                       r.oprname, r.rt, r.oid);
+      END IF;
+    EXCEPTION WHEN OTHERS THEN error := SQLERRM;
     END;
+    RETURN NEXT;
   END LOOP;
   -- Types last: a shadowed type would change how the statements above read.
-  FOR r IN SELECT t.typname FROM pg_type t
+  -- A catalog's row type is shadowed by the view above of the same name.
+  FOR r IN SELECT t.typname, t.typtype FROM pg_type t
             WHERE t.typnamespace = 'pg_catalog'::regnamespace AND t.typname = ANY (words)
-              AND t.typtype = 'b' AND t.typname NOT LIKE '\_%' LOOP
+              AND t.typname NOT LIKE '\_%' LOOP
+    kind := 'type'; signature := r.typname; error := NULL;
     BEGIN
-      EXECUTE format('CREATE DOMAIN public.%I AS pg_catalog.%I CHECK (public.tenantdb_shadow_ran(%L))',
-                     r.typname, r.typname, 'type ' || r.typname);
-      made[3] := made[3] + 1;
-    EXCEPTION WHEN OTHERS THEN NULL;
+      IF r.typtype = 'c' THEN
+        PERFORM 1 FROM pg_type v WHERE v.typnamespace = 'public'::regnamespace AND v.typname = r.typname;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'a row type whose relation has no shadow view';
+        END IF;
+      ELSIF r.typtype = 'p' THEN
+        RAISE EXCEPTION 'a pseudo-type: no type of that name can be created';
+      ELSE
+        EXECUTE format('CREATE DOMAIN public.%I AS pg_catalog.%I CHECK (public.tenantdb_shadow_ran(%L))',
+                       r.typname, r.typname, 'type ' || r.typname);
+      END IF;
+    EXCEPTION WHEN OTHERS THEN error := SQLERRM;
     END;
+    RETURN NEXT;
   END LOOP;
-  RETURN made;
 END $f$;
 "#;
 
@@ -266,12 +333,32 @@ pub async fn plant(conn: &mut PgConnection, tenant_role: &str, database: &str) -
     .execute(&mut *conn)
     .await
     .expect("setting up the shadow log");
-    let made: Vec<i64> = sqlx::query_scalar("SELECT public.tenantdb_plant($1, $2)")
-        .bind(&words)
-        .bind(&operators)
-        .fetch_one(&mut *conn)
-        .await
-        .expect("planting shadows");
+    let made: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT kind, signature, error FROM public.tenantdb_plant($1, $2)")
+            .bind(&words)
+            .bind(&operators)
+            .fetch_all(&mut *conn)
+            .await
+            .expect("planting shadows");
+    // Every catalog object the source names gets a shadow, or the suite
+    // fails here: a new query cannot use a name that escapes it.
+    let missed: Vec<&(String, String, Option<String>)> = made
+        .iter()
+        .filter(|(_, _, error)| {
+            error
+                .as_deref()
+                .is_some_and(|e| !UNSHADOWABLE.iter().any(|reason| e.starts_with(reason)))
+        })
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "catalog objects left without a shadow: {missed:#?}"
+    );
+    let planted = |kind: &str| {
+        made.iter()
+            .filter(|(k, _, error)| k == kind && error.is_none())
+            .count() as i64
+    };
     sqlx::raw_sql(TABLES)
         .execute(&mut *conn)
         .await
@@ -287,10 +374,11 @@ pub async fn plant(conn: &mut PgConnection, tenant_role: &str, database: &str) -
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
     Planted {
-        functions: made[0],
-        relations: made[1],
-        types: made[2],
-        operators: made[3],
+        functions: planted("function"),
+        aggregates: planted("aggregate"),
+        relations: planted("relation"),
+        types: planted("type"),
+        operators: planted("operator"),
     }
 }
 
