@@ -93,18 +93,24 @@ pub struct Machine {
 
 #[derive(Debug, Serialize)]
 pub struct Provisioning {
-    /// Milliseconds per tenant, wall clock over the whole run.
+    /// Milliseconds per tenant, wall clock, the mean of each arm's two runs
+    /// (run in the order floor, apply, operator, operator, apply, floor).
     pub floor_ms_per_tenant: f64,
-    /// The floor's two runs, before and after tenantdb's.
-    pub floor_runs_ms_per_tenant: [f64; 2],
     pub apply_ms_per_tenant: f64,
     pub operator_ms_per_tenant: f64,
     pub apply_ratio: f64,
     pub operator_ratio: f64,
-    /// Where the time went: CPU seconds per process during each run.
-    pub floor_cpu: Cpu,
-    pub apply_cpu: Cpu,
-    pub operator_cpu: Cpu,
+    /// PostgreSQL's CPU milliseconds per tenant (its postmaster and every
+    /// backend, exited ones included), the mean of each arm's two runs.
+    pub floor_postgres_cpu_ms_per_tenant: f64,
+    pub apply_postgres_cpu_ms_per_tenant: f64,
+    pub operator_postgres_cpu_ms_per_tenant: f64,
+    pub apply_postgres_cpu_ratio: f64,
+    pub operator_postgres_cpu_ratio: f64,
+    /// Every run: wall clock and CPU seconds per process.
+    pub floor_runs: Vec<Cpu>,
+    pub apply_runs: Vec<Cpu>,
+    pub operator_runs: Vec<Cpu>,
 }
 
 /// CPU seconds spent during one run, by whom.
@@ -118,18 +124,21 @@ pub struct Cpu {
     pub bench: f64,
 }
 
-/// CPU seconds of every `postgres` process, of this process, and of its
-/// reaped children.
-fn cpu_now(operator: Option<u32>) -> (f64, f64, f64, f64) {
+/// CPU seconds of the benchmark's PostgreSQL (its postmaster `postmaster`
+/// and the postmaster's children, and no other server on the machine), of
+/// this process, and of its reaped children.
+fn cpu_now(postmaster: u32, operator: Option<u32>) -> (f64, f64, f64, f64) {
     let mut postgres = 0.0;
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let path = entry.path().join("stat");
+            let pid = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok());
             if let Ok(stat) = std::fs::read_to_string(&path)
-                && stat.contains("(postgres)")
+                && (pid == Some(postmaster) || stat_field(&stat, 1) == Some(postmaster))
             {
                 // Live backends' own time, plus (on the postmaster) the time
-                // of the backends it has reaped.
+                // of the backends it has reaped: a backend's CPU moves from
+                // the one to the other when its connection closes.
                 postgres +=
                     stat_cpu(&stat, 11) + stat_cpu(&stat, 12) + stat_cpu(&stat, 13) + stat_cpu(&stat, 14);
             }
@@ -147,6 +156,23 @@ fn cpu_now(operator: Option<u32>) -> (f64, f64, f64, f64) {
     )
 }
 
+/// Field `index` (counted after the command name) of a /proc stat line.
+fn stat_field(stat: &str, index: usize) -> Option<u32> {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(index))
+        .and_then(|f| f.parse().ok())
+}
+
+/// The pid of the server's postmaster (the first line of `postmaster.pid`).
+fn postmaster_pid(postgres: &ThrowawayPostgres) -> anyhow::Result<u32> {
+    let file = std::fs::read_to_string(postgres.data_dir().join("postmaster.pid"))
+        .context("reading postmaster.pid")?;
+    file.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .context("postmaster.pid holds no pid")
+}
+
 /// Field `index` (counted after the command name) of a /proc stat line, in seconds.
 fn stat_cpu(stat: &str, index: usize) -> f64 {
     stat.rsplit_once(')')
@@ -157,17 +183,18 @@ fn stat_cpu(stat: &str, index: usize) -> f64 {
 
 /// Runs `work` and reports its wall clock and who used the CPU.
 async fn measured<T>(
+    postmaster: u32,
     operator: Option<u32>,
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<(T, Cpu)> {
-    let (pg0, own0, children0, op0) = cpu_now(operator);
+    let (pg0, own0, children0, op0) = cpu_now(postmaster, operator);
     let started = Instant::now();
     let value = work.await?;
     let wall_seconds = started.elapsed().as_secs_f64();
     // Let PostgreSQL reap the backends of closed connections, whose time
     // then shows on the postmaster.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (pg1, own1, children1, op1) = cpu_now(operator);
+    let (pg1, own1, children1, op1) = cpu_now(postmaster, operator);
     Ok((
         value,
         Cpu {
@@ -245,23 +272,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await?;
     let admin_url = postgres.url(ADMIN_ROLE, &admin_password, "postgres");
 
-    // 1c. The floor, measured before and after tenantdb's runs (the best
-    // of the two counts): the server's first databases cost more (new WAL
-    // segments), which would otherwise favour whichever runs later.
-    eprintln!(
-        "provisioning {} tenants with plain SQL ({} connections)…",
-        args.tenants, args.workers
-    );
-    let (floor_before, floor_cpu_before) =
-        measured(None, floor(&admin_url, "floor1", args.tenants, args.workers)).await?;
-
-    // 1a. tenantdb apply.
-    eprintln!("provisioning {} tenants with tenantdb apply…", args.tenants);
-    let (apply, apply_cpu) =
-        measured(None, apply(&exe, &work, &admin_url, args.tenants, args.workers)).await?;
-
-    // 1b. The operator.
-    eprintln!("provisioning {} tenants with the operator…", args.tenants);
+    // The three arms in the order floor, apply, operator, operator, apply,
+    // floor, each compared by its mean: this machine's speed drifts by tens
+    // of percent over minutes, and a drift that is roughly linear over the
+    // run cancels out of A B B A means (a best-of-k does not: it picks
+    // whichever run the drift favoured). PostgreSQL's CPU seconds per
+    // tenant are reported beside wall clock; they move far less with noise.
+    let postmaster = postmaster_pid(&postgres)?;
     let emulator = Emulator::start(EmulatorOptions {
         crds: tenantdb::api::crds(),
         ..EmulatorOptions::default()
@@ -273,34 +290,69 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(&kubeconfig, emulator.kubeconfig_for("operator"))?;
     let mut operator = start_operator(&exe, &kubeconfig, &work.join("operator.log"))?;
     let server = add_server(&client, &postgres, &admin_password, args.interval_seconds).await?;
-    let ((), operator_cpu) = measured(operator.id(), async {
-        create_tenants(&client, "bench", args.tenants, &server).await?;
-        wait_for_all(&client, "bench", args.tenants, "Ready", |t| condition(t, "Ready")).await
-    })
-    .await?;
-    let operator_elapsed = Duration::from_secs_f64(operator_cpu.wall_seconds);
-
-    eprintln!("provisioning {} tenants with plain SQL again…", args.tenants);
-    let (floor_after, floor_cpu_after) =
-        measured(None, floor(&admin_url, "floor2", args.tenants, args.workers)).await?;
-    let (floor, floor_cpu) = if floor_after < floor_before {
-        (floor_after, floor_cpu_after)
-    } else {
-        (floor_before, floor_cpu_before)
-    };
+    let mut floor_runs = Vec::new();
+    let mut apply_runs = Vec::new();
+    let mut operator_runs = Vec::new();
+    for (round, arm) in ["floor", "apply", "operator", "operator", "apply", "floor"]
+        .into_iter()
+        .enumerate()
+    {
+        let namespace = format!("{arm}{round}");
+        eprintln!("provisioning {} tenants: {arm} ({}/6)…", args.tenants, round + 1);
+        let run = match arm {
+            "floor" => {
+                measured(
+                    postmaster,
+                    None,
+                    floor(&admin_url, &namespace, args.tenants, args.workers),
+                )
+                .await?
+                .1
+            }
+            "apply" => {
+                measured(
+                    postmaster,
+                    None,
+                    apply(&exe, &work, &admin_url, &namespace, args.tenants, args.workers),
+                )
+                .await?
+                .1
+            }
+            _ => {
+                add_namespace(&client, &namespace).await?;
+                measured(postmaster, operator.id(), async {
+                    create_tenants(&client, &namespace, args.tenants, &server).await?;
+                    wait_for_all(&client, &namespace, args.tenants, "Ready", |t| {
+                        condition(t, "Ready")
+                    })
+                    .await
+                })
+                .await?
+                .1
+            }
+        };
+        match arm {
+            "floor" => floor_runs.push(run),
+            "apply" => apply_runs.push(run),
+            _ => operator_runs.push(run),
+        }
+    }
+    let operator_namespaces: Vec<String> = ["operator2", "operator3"].map(String::from).to_vec();
 
     // 2. The steady state.
     eprintln!("watching {} quiet health intervals…", args.intervals);
     // Quiet means after every tenant's first login (spread over the login
     // interval), whose result is worth a status write.
-    wait_for_all(&client, "bench", args.tenants, "Healthy", |t| {
-        condition(t, "Healthy")
-            && t.status
-                .as_ref()
-                .and_then(|s| s.health.as_ref())
-                .is_some_and(|h| h.latency_ms.is_some())
-    })
-    .await?;
+    for namespace in &operator_namespaces {
+        wait_for_all(&client, namespace, args.tenants, "Healthy", |t| {
+            condition(t, "Healthy")
+                && t.status
+                    .as_ref()
+                    .and_then(|s| s.health.as_ref())
+                    .is_some_and(|h| h.latency_ms.is_some())
+        })
+        .await?;
+    }
     // Later rounds of logins, warm where the first met a cold database,
     // settle the smoothed latency.
     tokio::time::sleep(LOGIN_INTERVAL * 3).await;
@@ -355,7 +407,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // 4. Reconcile latency.
     eprintln!("timing {} spec changes…", args.changes);
-    let reconcile_latency = latency(&client, &mut superuser, args.changes).await?;
+    let reconcile_latency = latency(&client, &operator_namespaces[0], &mut superuser, args.changes).await?;
 
     // 3. Memory, with a fresh operator and tenants on a server that does not exist.
     let _ = operator.kill().await;
@@ -372,7 +424,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         for objects in targets {
             eprintln!("reading the operator's memory with {objects} TenantDatabases…");
             // The operator's own tenants count towards the total.
-            let wanted = objects.saturating_sub(args.tenants);
+            let own = args.tenants * operator_namespaces.len();
+            let wanted = objects.saturating_sub(own);
             create_tenants_from(
                 &client,
                 "memory",
@@ -386,16 +439,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             wait_for_all(&client, "memory", created, "reconciled", |t| t.status.is_some()).await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
             memory.push(MemoryPoint {
-                objects: created + args.tenants,
+                objects: created + own,
                 rss_mib: rss_mib(operator.id())?,
             });
         }
         let _ = operator.kill().await;
     }
 
-    let floor_ms = floor.as_secs_f64() * 1000.0 / args.tenants as f64;
-    let apply_ms = apply.as_secs_f64() * 1000.0 / args.tenants as f64;
-    let operator_ms = operator_elapsed.as_secs_f64() * 1000.0 / args.tenants as f64;
+    let per_tenant = |runs: &[Cpu], of: fn(&Cpu) -> f64| {
+        runs.iter().map(of).sum::<f64>() / runs.len() as f64 / args.tenants as f64
+    };
+    let wall_ms = |runs: &[Cpu]| per_tenant(runs, |c| c.wall_seconds) * 1000.0;
+    let postgres_ms = |runs: &[Cpu]| per_tenant(runs, |c| c.postgres) * 1000.0;
+    let (floor_ms, apply_ms, operator_ms) = (
+        wall_ms(&floor_runs),
+        wall_ms(&apply_runs),
+        wall_ms(&operator_runs),
+    );
+    let (floor_pg, apply_pg, operator_pg) = (
+        postgres_ms(&floor_runs),
+        postgres_ms(&apply_runs),
+        postgres_ms(&operator_runs),
+    );
     let report = Report {
         machine: Machine {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -405,17 +470,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         workers: args.workers,
         provisioning: Provisioning {
             floor_ms_per_tenant: round(floor_ms),
-            floor_runs_ms_per_tenant: [
-                round(floor_before.as_secs_f64() * 1000.0 / args.tenants as f64),
-                round(floor_after.as_secs_f64() * 1000.0 / args.tenants as f64),
-            ],
             apply_ms_per_tenant: round(apply_ms),
             operator_ms_per_tenant: round(operator_ms),
             apply_ratio: round(apply_ms / floor_ms),
             operator_ratio: round(operator_ms / floor_ms),
-            floor_cpu,
-            apply_cpu,
-            operator_cpu,
+            floor_postgres_cpu_ms_per_tenant: round(floor_pg),
+            apply_postgres_cpu_ms_per_tenant: round(apply_pg),
+            operator_postgres_cpu_ms_per_tenant: round(operator_pg),
+            apply_postgres_cpu_ratio: round(apply_pg / floor_pg),
+            operator_postgres_cpu_ratio: round(operator_pg / floor_pg),
+            floor_runs,
+            apply_runs,
+            operator_runs,
         },
         steady_state,
         memory,
@@ -554,10 +620,11 @@ async fn apply(
     exe: &Path,
     work: &Path,
     admin_url: &str,
+    namespace: &str,
     tenants: usize,
     workers: usize,
 ) -> anyhow::Result<Duration> {
-    let manifests = work.join("apply");
+    let manifests = work.join(namespace);
     std::fs::create_dir_all(&manifests)?;
     let mut yaml = String::from(
         "apiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {name: bench-pg}\n\
@@ -566,7 +633,7 @@ async fn apply(
     for i in 0..tenants {
         yaml.push_str("---\n");
         yaml.push_str(&serde_norway::to_string(&tenant(
-            "apply",
+            namespace,
             &format!("t{i:05}"),
             "bench-pg",
         ))?);
@@ -618,18 +685,21 @@ fn start_operator(exe: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<t
         .spawn()?)
 }
 
+async fn add_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    Ok(())
+}
+
 async fn add_server(
     client: &kube::Client,
     postgres: &ThrowawayPostgres,
     admin_password: &str,
     interval_seconds: u64,
 ) -> anyhow::Result<String> {
-    for name in ["ops", "bench"] {
-        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await?;
-    }
+    add_namespace(client, "ops").await?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "pg-admin"},
         "stringData": {"username": ADMIN_ROLE, "password": admin_password}
@@ -790,10 +860,11 @@ fn rss_mib(pid: Option<u32>) -> anyhow::Result<f64> {
 /// its role's CONNECTION LIMIT in PostgreSQL is the new one.
 async fn latency(
     client: &kube::Client,
+    namespace: &str,
     superuser: &mut PgConnection,
     changes: usize,
 ) -> anyhow::Result<Latency> {
-    let api: Api<TenantDatabase> = Api::namespaced(client.clone(), "bench");
+    let api: Api<TenantDatabase> = Api::namespaced(client.clone(), namespace);
     let role = api
         .get("t00000")
         .await?
@@ -844,32 +915,49 @@ fn print_table(report: &Report) {
         report.tenants, report.workers, report.machine.cpus, report.machine.postgres
     );
     println!();
-    println!("{:<52} {:>12}", "provisioning (wall clock per tenant)", "value");
     println!(
-        "{:<52} {:>9.2} ms",
-        format!(
-            "(c) raw-SQL floor (best of {:.2} and {:.2})",
-            p.floor_runs_ms_per_tenant[0], p.floor_runs_ms_per_tenant[1]
+        "{:<40} {:>12} {:>16}",
+        "provisioning, per tenant (A B B A means)", "wall clock", "PostgreSQL CPU"
+    );
+    for (name, wall, postgres) in [
+        (
+            "(c) raw-SQL floor",
+            p.floor_ms_per_tenant,
+            p.floor_postgres_cpu_ms_per_tenant,
         ),
-        p.floor_ms_per_tenant
-    );
-    println!("{:<52} {:>9.2} ms", "(a) tenantdb apply", p.apply_ms_per_tenant);
+        (
+            "(a) tenantdb apply",
+            p.apply_ms_per_tenant,
+            p.apply_postgres_cpu_ms_per_tenant,
+        ),
+        (
+            "(b) operator, applied to Ready",
+            p.operator_ms_per_tenant,
+            p.operator_postgres_cpu_ms_per_tenant,
+        ),
+    ] {
+        println!("{name:<40} {wall:>9.2} ms {postgres:>13.2} ms");
+    }
     println!(
-        "{:<52} {:>9.2} ms",
-        "(b) operator, applied to Ready", p.operator_ms_per_tenant
+        "{:<40} {:>12.2} {:>16.2}",
+        "(a)/(c)", p.apply_ratio, p.apply_postgres_cpu_ratio
     );
-    println!("{:<52} {:>12.2}", "(a)/(c)", p.apply_ratio);
-    println!("{:<52} {:>12.2}", "(b)/(c)", p.operator_ratio);
+    println!(
+        "{:<40} {:>12.2} {:>16.2}",
+        "(b)/(c)", p.operator_ratio, p.operator_postgres_cpu_ratio
+    );
     println!();
     println!(
         "{:<22} {:>9} {:>11} {:>11} {:>11}",
-        "CPU seconds during", "wall", "postgres", "tenantdb", "bench"
+        "CPU seconds, each run", "wall", "postgres", "tenantdb", "bench"
     );
-    for (name, cpu) in [
-        ("(c) floor", p.floor_cpu),
-        ("(a) apply", p.apply_cpu),
-        ("(b) operator", p.operator_cpu),
-    ] {
+    let runs = p
+        .floor_runs
+        .iter()
+        .map(|c| ("(c) floor", c))
+        .chain(p.apply_runs.iter().map(|c| ("(a) apply", c)))
+        .chain(p.operator_runs.iter().map(|c| ("(b) operator", c)));
+    for (name, cpu) in runs {
         println!(
             "{:<22} {:>9.2} {:>11.2} {:>11.2} {:>11.2}",
             name, cpu.wall_seconds, cpu.postgres, cpu.tenantdb, cpu.bench
@@ -878,7 +966,9 @@ fn print_table(report: &Report) {
     println!();
     println!(
         "steady state, {} tenants Ready, {} intervals of {} s",
-        report.tenants, s.intervals, s.interval_seconds
+        report.tenants * 2,
+        s.intervals,
+        s.interval_seconds
     );
     println!("{:<52} {:>12}", "Kubernetes writes", s.kubernetes_writes);
     println!(

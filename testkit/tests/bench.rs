@@ -39,8 +39,18 @@ fn a_small_benchmark_run_completes_and_reports_every_figure() {
         "operator_ms_per_tenant",
         "apply_ratio",
         "operator_ratio",
+        "floor_postgres_cpu_ms_per_tenant",
+        "apply_postgres_cpu_ms_per_tenant",
+        "operator_postgres_cpu_ms_per_tenant",
+        "apply_postgres_cpu_ratio",
+        "operator_postgres_cpu_ratio",
     ] {
         assert!(provisioning[field].as_f64().unwrap() > 0.0, "{field}: {report}");
+    }
+    // Each arm ran twice, in the order floor, apply, operator, operator,
+    // apply, floor.
+    for arm in ["floor_runs", "apply_runs", "operator_runs"] {
+        assert_eq!(provisioning[arm].as_array().unwrap().len(), 2, "{arm}: {report}");
     }
     let steady = &report["steady_state"];
     assert_eq!(steady["kubernetes_writes"], 0, "{report}");
