@@ -118,7 +118,14 @@ async fn generation_moves_with_spec_and_status_is_a_separate_subresource(cluster
         .await
         .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    assert!(created.status.is_none());
+    // The schema's default: generation 1 not yet observed.
+    assert_eq!(
+        created.status,
+        Some(tenantdb::api::TenantDatabaseStatus {
+            observed_generation: Some(0),
+            ..Default::default()
+        })
+    );
 
     let patched = api
         .patch(
@@ -660,15 +667,20 @@ async fn kubectl_applies_gets_patches_waits_and_deletes(cluster: TestCluster) {
 
     // `kubectl wait` returns once something sets the Ready condition.
     let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let generation = api.get("acme").await.unwrap().metadata.generation;
     let setter = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
         api.patch_status(
             "acme",
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"conditions": [{
-                "type": "Ready", "status": "True", "reason": "Provisioned", "message": "",
-                "lastTransitionTime": "2026-01-01T00:00:00Z"
-            }]}})),
+            // As a controller writes it: for the generation it observed
+            // (kubectl wait compares it with metadata.generation).
+            &Patch::Merge(
+                json!({"status": {"observedGeneration": generation, "conditions": [{
+                    "type": "Ready", "status": "True", "reason": "Provisioned", "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"
+                }]}}),
+            ),
         )
         .await
         .unwrap();

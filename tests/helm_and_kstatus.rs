@@ -10,7 +10,7 @@
 //!   is enough to provision a tenant and hold the leader Lease; `helm
 //!   uninstall` keeps the CRDs, the tenant, its Secret and its database.
 //! - kstatus — what Flux and kpt judge health by — on TenantDatabases read
-//!   from the API server: Ready is `Current`, a spec change not yet
+//!   from the API server: Ready is `Current`, never observed or a spec change not yet
 //!   reconciled is `InProgress`, Stalled is `Failed`.
 
 mod support;
@@ -578,17 +578,19 @@ async fn kstatus_says_current_when_ready_in_progress_when_behind_and_failed_when
         "{in_progress:#}"
     );
 
-    // A tenant no operator has seen yet has no status at all, and kstatus
-    // cannot tell that from a converged object of a kind it has no rules
-    // for: "Current". Flux's `wait: true` would count it healthy until the
-    // operator's first status write, which comes after the first
-    // provisioning attempt. Recorded here so that a change shows.
+    // A tenant no operator has seen yet: without a status kstatus could not
+    // tell it from a converged object ("Current", and Flux's `wait: true`
+    // would count it healthy). The CRD defaults `status.observedGeneration`
+    // to 0, so generation 1 reads as not yet observed.
     apply(&plane, &[tenant(&ns, "unseen", json!({"server": server}))]);
     let unseen = get(&plane, &["tenantdatabase", "unseen", "-n", &ns]);
-    assert!(unseen.get("status").is_none(), "{unseen:#}");
+    assert_eq!(unseen["status"], json!({"observedGeneration": 0}), "{unseen:#}");
     let verdict = kstatus(&plane, &ns, "unseen");
-    assert_eq!(verdict["status"], "Current", "{verdict:#}");
-    assert_eq!(verdict["message"], "Resource is current", "{verdict:#}");
+    assert_eq!(verdict["status"], "InProgress", "{verdict:#}");
+    assert_eq!(
+        verdict["message"], "TenantDatabase generation is 1, but latest observed generation is 0",
+        "{verdict:#}"
+    );
 
     // The operator back: everything converges to Current, the stalled
     // tenant too once its server exists.
@@ -614,22 +616,40 @@ async fn kstatus_says_current_when_ready_in_progress_when_behind_and_failed_when
         assert_eq!(verdict["status"], "Current", "{name}: {verdict:#}");
     }
 
-    // The DatabaseServer too, through --group/--version/--resource.
-    let output = Command::new(clients().join("kstatus"))
-        .arg("--kubeconfig")
-        .arg(&plane.admin_kubeconfig)
-        .args([
-            "--group",
-            "tenantdb.io",
-            "--version",
-            "v1alpha1",
-            "--resource",
-            "databaseservers",
-        ])
-        .args(["--name", &server])
-        .output()
-        .unwrap();
-    let verdict: Value = serde_json::from_str(&succeeded("kstatus", output)).unwrap();
-    assert_eq!(verdict["status"], "Current", "{verdict:#}");
+    // The DatabaseServer too, through --group/--version/--resource, once the
+    // operator has written its status (its controller debounces the
+    // tenants' changes): InProgress until then, which the default in the
+    // CRD makes visible.
+    let server_verdict = || {
+        let output = Command::new(clients().join("kstatus"))
+            .arg("--kubeconfig")
+            .arg(&plane.admin_kubeconfig)
+            .args([
+                "--group",
+                "tenantdb.io",
+                "--version",
+                "v1alpha1",
+                "--resource",
+                "databaseservers",
+            ])
+            .args(["--name", &server])
+            .output()
+            .unwrap();
+        serde_json::from_str::<Value>(&succeeded("kstatus", output)).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let verdict = server_verdict();
+        if verdict["status"] == "Current" {
+            break;
+        }
+        assert_eq!(verdict["status"], "InProgress", "{verdict:#}");
+        assert!(
+            Instant::now() < deadline,
+            "the DatabaseServer never became Current: {verdict:#}\n{}",
+            operator.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     operator.stop();
 }

@@ -955,7 +955,14 @@ async fn an_operator_watching_some_namespaces_leaves_the_others_alone() {
         .get("acme")
         .await
         .unwrap();
-    assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    assert_eq!(
+        untouched.status,
+        Some(tenantdb::api::TenantDatabaseStatus {
+            observed_generation: Some(0),
+            ..Default::default()
+        }),
+        "only the schema's default: never observed"
+    );
     assert!(
         untouched.metadata.finalizers.is_none(),
         "no finalizer outside the watched namespaces"

@@ -127,7 +127,10 @@ impl SchemaValidator {
         };
 
         let mut errors = metadata_errors(object, schema.namespaced);
-        let defaulted = apply_defaults(&schema.openapi, object);
+        // The API server defaults inside a default it just applied too
+        // (`status: {}` gains `observedGeneration: 0`); one more pass does
+        // that here, and changes nothing where nothing was added.
+        let defaulted = apply_defaults(&schema.openapi, &apply_defaults(&schema.openapi, object));
         errors.extend(
             schema
                 .json_schema

@@ -436,7 +436,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?;
             created = created.max(wanted);
             // Every object reconciled (stalled on the missing server), then settle.
-            wait_for_all(&client, "memory", created, "reconciled", |t| t.status.is_some()).await?;
+            wait_for_all(&client, "memory", created, "reconciled", |t| {
+                t.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
+            })
+            .await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
             memory.push(MemoryPoint {
                 objects: created + own,
