@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use support::cluster::TempDir;
-use support::text;
+use support::{succeeded, text};
 
 const CHART: &str = "charts/tenantdb";
 
@@ -30,16 +30,6 @@ fn run(program: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", program.display()))
-}
-
-fn succeeded(what: &str, output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
 }
 
 /// Every YAML document of `text`, as JSON values (empty documents dropped).

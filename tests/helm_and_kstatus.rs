@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::control_plane::{ControlPlane, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT};
-use support::text;
+use support::{database_exists, succeeded, text};
 
 /// The release name the README installs with.
 const RELEASE: &str = "tenantdb";
@@ -54,17 +54,6 @@ fn clients() -> &'static Path {
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/tenantdb")
-}
-
-/// The stdout of a command that must have succeeded.
-fn succeeded(what: &str, output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
 }
 
 /// The built helm, as cluster admin, with its own config, cache and data
@@ -305,15 +294,6 @@ fn database_name(tenant: &Value) -> String {
         .as_str()
         .expect("status.databaseName")
         .to_owned()
-}
-
-async fn database_exists(name: &str) -> bool {
-    let mut conn = support::connect().await;
-    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

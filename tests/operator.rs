@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::AdminLogin;
 use support::cluster::{TempDir, TestCluster};
+use support::{AdminLogin, database_exists};
 use tenantdb::api::TenantDatabase;
 use tenantdb::operator;
 use tenantdb::throwaway::ThrowawayPostgres;
@@ -256,15 +256,6 @@ async fn role_connection_limit(role: &str) -> Option<i32> {
     sqlx::query_scalar("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1")
         .bind(role)
         .fetch_optional(&mut conn)
-        .await
-        .unwrap()
-}
-
-async fn database_exists(name: &str) -> bool {
-    let mut conn = support::connect().await;
-    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut conn)
         .await
         .unwrap()
 }

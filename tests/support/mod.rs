@@ -159,3 +159,24 @@ pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Whether `name` is a database on the test server.
+pub async fn database_exists(name: &str) -> bool {
+    let mut conn = connect().await;
+    sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn succeeded(what: &str, output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
