@@ -33,7 +33,21 @@ struct TenantRecord {
     health: TenantHealth,
     server: String,
     next_login: Instant,
+    /// When the last login was started, if there was one.
+    last_login: Option<Instant>,
     next_size: Instant,
+}
+
+/// A tenant's next login under a new login interval: one interval after
+/// its last login, so a longer interval makes nobody log in early; when
+/// that moment has already passed (a shorter interval) or it never logged
+/// in, a random point within the new interval, so the change does not make
+/// every tenant of the server log in at once.
+fn rescheduled(last_login: Option<Instant>, interval: Duration, now: Instant) -> Instant {
+    match last_login.map(|last| last + interval) {
+        Some(next) if next > now => next,
+        _ => staggered(interval),
+    }
 }
 
 /// What the monitor knows, shared with the reconciles.
@@ -147,10 +161,11 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, mut stop: tokio::sync::watch
             }
             if let Some((_, task)) = tasks.remove(&name) {
                 task.abort();
-                // A new login interval applies at once, spread out again.
+                // A new login interval applies at once.
+                let now = Instant::now();
                 for record in ctx.health.lock_tenants().values_mut() {
                     if record.server == name {
-                        record.next_login = staggered(policy.login_interval);
+                        record.next_login = rescheduled(record.last_login, policy.login_interval, now);
                     }
                 }
             }
@@ -253,6 +268,7 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
                 // First logins spread over the whole login interval: a
                 // restart with 10,000 tenants must not log in to all at once.
                 next_login: staggered(policy.login_interval),
+                last_login: None,
                 next_size: now,
             });
             record.server = name.to_owned();
@@ -263,6 +279,7 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
             if record.next_login <= now {
                 logins.push(tenant.clone());
                 record.next_login = now + policy.login_interval;
+                record.last_login = Some(now);
             }
         }
     }
@@ -455,5 +472,28 @@ fn export(ctx: &Context, key: &str, health: &TenantHealth) {
     }
     if let Some(size) = health.size_bytes {
         metrics.tenant_size.get_or_create(&labels).set(size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_longer_login_interval_counts_from_the_last_login() {
+        let now = Instant::now();
+        let last = now - Duration::from_secs(1);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(rescheduled(Some(last), hour, now), last + hour);
+    }
+
+    #[test]
+    fn an_overdue_or_first_login_is_spread_over_the_new_interval() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(2);
+        for last in [Some(now - Duration::from_secs(10)), None] {
+            let next = rescheduled(last, interval, now);
+            assert!(next >= now && next <= Instant::now() + interval, "{last:?}");
+        }
     }
 }
