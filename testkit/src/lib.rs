@@ -1,8 +1,10 @@
 //! tenantdb's test kit: what the test suite and the benchmark need and the
 //! operator never links. `emulator` is a small Kubernetes API server for
 //! tests that need what a real one cannot give (request counts per client,
-//! a short watch history) and for the benchmark without Go; `bench` is
-//! `make bench` (the `tenantdb-bench` binary).
+//! a short watch history); `control_plane` starts a real one (etcd,
+//! kube-apiserver, kube-controller-manager built from their Go modules);
+//! `bench` is `make bench` (the `tenantdb-bench` binary).
 
 pub mod bench;
+pub mod control_plane;
 pub mod emulator;

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use tenantdb_testkit::emulator::{Emulator, EmulatorOptions};
 
-use super::control_plane::{ControlPlane, OPERATOR_NAMESPACE};
+use super::control_plane::{ControlPlane, OPERATOR_NAMESPACE, install_chart};
 
 pub struct TestCluster {
     /// The test's own client: cluster admin.
@@ -275,65 +275,4 @@ pub fn succeeded(output: std::process::Output) -> String {
         super::text(&output.stderr)
     );
     super::text(&output.stdout)
-}
-
-/// `kubectl apply --server-side -f crds/`, the CRDs Established, then the
-/// chart rendered by `helm template` into the operator's namespace and
-/// applied, on `plane` as cluster admin.
-pub fn install_chart(plane: &ControlPlane) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let checked = |what: &str, output: std::process::Output| {
-        assert!(
-            output.status.success(),
-            "{what}: {}{}",
-            super::text(&output.stdout),
-            super::text(&output.stderr)
-        );
-        output
-    };
-    checked(
-        "applying crds/",
-        plane.kubectl(&[
-            "apply",
-            "--server-side",
-            "-f",
-            root.join("crds").to_str().unwrap(),
-        ]),
-    );
-    checked(
-        "waiting for the CRDs",
-        plane.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/tenantdatabases.tenantdb.io",
-            "crd/databaseservers.tenantdb.io",
-        ]),
-    );
-    checked(
-        "creating the operator's namespace",
-        plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE]),
-    );
-    let rendered = checked(
-        "helm template",
-        std::process::Command::new("helm")
-            .args(["template", "tenantdb"])
-            .arg(root.join("charts/tenantdb"))
-            .args(["--namespace", OPERATOR_NAMESPACE])
-            .output()
-            .expect("helm is installed (make deps)"),
-    );
-    let manifest = plane.scratch().join("chart.yaml");
-    std::fs::write(&manifest, &rendered.stdout).unwrap();
-    checked(
-        "applying the rendered chart",
-        plane.kubectl(&[
-            "apply",
-            "--server-side",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "-f",
-            manifest.to_str().unwrap(),
-        ]),
-    );
 }

@@ -4,7 +4,11 @@
 //! `tests/kube/go.mod` by `tests/kube/build.sh` (cached after the first
 //! build) and started on free loopback ports in a temporary directory.
 //! Everything is stopped when the value is dropped, a panicking test included.
+//! [`install_chart`] sets it up as a user's cluster (CRDs, the chart's
+//! RBAC); [`ControlPlane::audited_requests`] counts one identity's requests
+//! from the API server's audit log. The tests and the benchmark use it.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +17,8 @@ use std::time::{Duration, Instant};
 /// The ServiceAccount the chart renders for the operator.
 pub const OPERATOR_NAMESPACE: &str = "tenantdb-system";
 pub const OPERATOR_SERVICE_ACCOUNT: &str = "tenantdb";
+/// That ServiceAccount's user name, as the API server authenticates it.
+pub const OPERATOR_USER: &str = "system:serviceaccount:tenantdb-system:tenantdb";
 
 pub struct ControlPlane {
     dir: PathBuf,
@@ -48,9 +54,17 @@ fn run(program: &str, args: &[&str], dir: &Path) {
     );
 }
 
+/// The tenantdb repository this kit was built in.
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ lives in the repository")
+        .to_path_buf()
+}
+
 /// The directory holding the three binaries, building them on first use.
 pub fn binaries() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube/build.sh");
+    let script = repository().join("tests/kube/build.sh");
     let output = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())
@@ -186,6 +200,16 @@ impl ControlPlane {
             &dir,
         );
 
+        // The operator's identity, and only it, in the audit log: what it
+        // asks of the API server, counted by the API server.
+        std::fs::write(
+            dir.join("audit-policy.yaml"),
+            format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\n\
+                 rules:\n- level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
+            ),
+        )
+        .unwrap();
         let (etcd_client, etcd_peer, api) = (free_port(), free_port(), free_port());
         let server = format!("https://127.0.0.1:{api}");
         let mut plane = Self {
@@ -232,6 +256,9 @@ impl ControlPlane {
                 format!("--service-account-key-file={d}/sa.pub"),
                 format!("--service-account-signing-key-file={d}/sa.key"),
                 format!("--cert-dir={d}/apiserver-certs"),
+                format!("--audit-policy-file={d}/audit-policy.yaml"),
+                format!("--audit-log-path={d}/audit.log"),
+                "--audit-log-format=json".into(),
             ]
             .into_iter()
             .chain(apiserver_args.iter().cloned())
@@ -297,6 +324,11 @@ impl ControlPlane {
         }
     }
 
+    /// The process ids of the running components, for reading their CPU.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(_, child)| child.id()).collect()
+    }
+
     /// The last lines of a component's log.
     pub fn log_tail(&self, name: &str) -> String {
         let text = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
@@ -350,6 +382,36 @@ impl ControlPlane {
             .expect("running kubectl")
     }
 
+    /// The requests the operator's identity ([`OPERATOR_USER`]) made so far,
+    /// as the API server's audit log records them when each completes:
+    /// `"<verb> <resource>[.<group>][/<subresource>]"` → count (verbs get,
+    /// list, watch, create, update, patch, delete). A watch is counted when
+    /// it ends.
+    pub fn audited_requests(&self) -> BTreeMap<String, u64> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                // The line the API server is writing right now.
+                continue;
+            };
+            if event["stage"] != "ResponseComplete" || event["user"]["username"] != OPERATOR_USER {
+                continue;
+            }
+            let object = &event["objectRef"];
+            let mut resource = object["resource"].as_str().unwrap_or("").to_owned();
+            if let Some(group) = object["apiGroup"].as_str().filter(|g| !g.is_empty()) {
+                resource = format!("{resource}.{group}");
+            }
+            if let Some(sub) = object["subresource"].as_str().filter(|s| !s.is_empty()) {
+                resource = format!("{resource}/{sub}");
+            }
+            let verb = event["verb"].as_str().unwrap_or("");
+            *counts.entry(format!("{verb} {resource}")).or_default() += 1;
+        }
+        counts
+    }
+
     /// A scratch directory inside the control plane's own.
     pub fn scratch(&self) -> &Path {
         &self.dir
@@ -374,4 +436,66 @@ impl Drop for ControlPlane {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `kubectl apply --server-side -f crds/`, the CRDs Established, then the
+/// chart rendered by `helm template` into the operator's namespace and
+/// applied, on `plane` as cluster admin: the cluster a user has after
+/// installing the chart, but for the Deployment's pod (there is no kubelet).
+pub fn install_chart(plane: &ControlPlane) {
+    let root = repository();
+    let checked = |what: &str, output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    checked(
+        "applying crds/",
+        plane.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            root.join("crds").to_str().unwrap(),
+        ]),
+    );
+    checked(
+        "waiting for the CRDs",
+        plane.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/tenantdatabases.tenantdb.io",
+            "crd/databaseservers.tenantdb.io",
+        ]),
+    );
+    checked(
+        "creating the operator's namespace",
+        plane.kubectl(&["create", "namespace", OPERATOR_NAMESPACE]),
+    );
+    let rendered = checked(
+        "helm template",
+        Command::new("helm")
+            .args(["template", "tenantdb"])
+            .arg(root.join("charts/tenantdb"))
+            .args(["--namespace", OPERATOR_NAMESPACE])
+            .output()
+            .expect("helm is installed (make deps)"),
+    );
+    let manifest = plane.scratch().join("chart.yaml");
+    std::fs::write(&manifest, &rendered.stdout).unwrap();
+    checked(
+        "applying the rendered chart",
+        plane.kubectl(&[
+            "apply",
+            "--server-side",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-f",
+            manifest.to_str().unwrap(),
+        ]),
+    );
 }
