@@ -247,6 +247,8 @@ async fn controllers(
         let controller = Controller::for_stream(tenant_changes, tenant_store)
             .trigger_backoff(EachWatchBacksOffAlone)
             .with_config(controller::Config::default().concurrency(config.concurrency));
+        // Connection Secrets are cached without their managedFields too
+        // (about a kilobyte each from a real API server, never read).
         let (secret_store, secret_writer) = reflector::store::<Secret>();
         let managed_secrets = reflector(
             secret_writer,
@@ -254,7 +256,8 @@ async fn controllers(
                 secrets_api,
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=tenantdb"),
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(|secret| secret.metadata.managed_fields = None),
         )
         .touched_objects();
         stores.tenants.push(controller.store());
