@@ -40,7 +40,8 @@ cluster: control-plane
 	TENANTDB_KUBE_KEEP=1 bash tests/kube/smoke.sh
 
 # Provisioning against the raw-SQL floor, steady-state cost, memory and
-# reconcile latency, on a throwaway PostgreSQL (docs/benchmarks.md).
+# reconcile latency, on a throwaway PostgreSQL and a real control plane
+# (docs/benchmarks.md).
 bench: deps
 	cargo build --release --locked --bin tenantdb
 	cargo run --release --locked -p tenantdb-testkit --bin tenantdb-bench

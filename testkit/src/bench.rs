@@ -1,19 +1,23 @@
 //! `tenantdb-bench` (`make bench`): where tenantdb stands,
-//! measured in one run on one throwaway PostgreSQL —
+//! measured in one run on one throwaway PostgreSQL and one real Kubernetes
+//! control plane ([`crate::control_plane`], the chart's RBAC applied, the
+//! operator authenticated as the chart's ServiceAccount) —
 //!
 //! 1. provisioning N tenants through `tenantdb apply` and through the
-//!    operator (API emulator + `tenantdb run`), against the raw-SQL floor:
-//!    the same statements sent by a plain client, one connection per worker;
-//! 2. the steady state of N Ready tenants: Kubernetes writes, SQL statements
-//!    per health interval, operator CPU;
-//! 3. the operator's resident memory with 1,000 and 10,000 TenantDatabases
-//!    in its caches;
+//!    operator, against the raw-SQL floor: the same statements sent by a
+//!    plain client, one connection per worker;
+//! 2. the steady state of N Ready tenants over a window holding a resync and
+//!    full login rotations: the operator's API requests (the API server's
+//!    audit log), statements, connections and PostgreSQL CPU by cause, per
+//!    tenant per hour;
+//! 3. the operator's resident memory with 1,000 and 10,000 TenantDatabases;
 //! 4. reconcile latency: a spec change to the new CONNECTION LIMIT in
 //!    PostgreSQL.
 //!
 //! The operator and `apply` run as child processes — the `tenantdb` binary
 //! built beside this one, or `TENANTDB_BIN` — so their CPU and memory are
-//! theirs alone.
+//! theirs alone. I/O: PostgreSQL, the control plane, child processes, a
+//! temporary directory, /proc.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +25,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::emulator::{Emulator, EmulatorOptions};
+use crate::control_plane::{ControlPlane, install_chart};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -36,8 +40,17 @@ use tenantdb::throwaway::ThrowawayPostgres;
 
 const ADMIN_ROLE: &str = "tenantdb_bench_admin";
 
-/// Each tenant's login is checked this often during the benchmark.
-const LOGIN_INTERVAL: Duration = Duration::from_secs(10);
+/// The operator's defaults (`tenantdb run --resync`, a DatabaseServer's
+/// `healthCheck`), for the steady state's cost at default settings.
+const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_LOGIN_INTERVAL: Duration = Duration::from_secs(300);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
+
+/// Tenants beyond this many in the memory measurement stand on a server
+/// that does not exist: each real one is a database of 7.2 MB (a copy of
+/// `template1`), and 10,000 of them would fill this machine's disk.
+const REAL_MEMORY_TENANTS: usize = 1000;
 
 #[derive(clap::Parser)]
 #[command(
@@ -53,16 +66,25 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     workers: usize,
 
-    /// Health intervals watched in the steady state.
-    #[arg(long, default_value_t = 5)]
-    intervals: u32,
+    /// The steady state's window, in seconds: at least one resync and one
+    /// login interval.
+    #[arg(long, default_value_t = 60)]
+    window_seconds: u64,
 
-    /// The health check interval during the steady state, in seconds.
+    /// The health check interval (the batched query), in seconds.
     #[arg(long, default_value_t = 2)]
     interval_seconds: u64,
 
+    /// Each tenant's login interval, in seconds.
+    #[arg(long, default_value_t = 10)]
+    login_seconds: u64,
+
+    /// The operator's resync period during the steady state, in seconds.
+    #[arg(long, default_value_t = 30)]
+    resync_seconds: u64,
+
     /// Numbers of TenantDatabase objects at which the operator's memory is read.
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,10000")]
     memory_objects: Vec<usize>,
 
     /// Spec changes timed for the reconcile latency.
@@ -82,6 +104,11 @@ pub struct Report {
     pub provisioning: Provisioning,
     pub steady_state: SteadyState,
     pub memory: Vec<MemoryPoint>,
+    /// The resident memory with every one of the most objects measured
+    /// provisioned, extrapolated from the two largest all-provisioned points
+    /// (MiB per provisioned tenant beyond one on a missing server), when
+    /// there are such points.
+    pub memory_all_provisioned_estimate: Option<MemoryPoint>,
     pub reconcile_latency: Latency,
 }
 
@@ -111,6 +138,24 @@ pub struct Provisioning {
     pub floor_runs: Vec<Cpu>,
     pub apply_runs: Vec<Cpu>,
     pub operator_runs: Vec<Cpu>,
+    /// What PostgreSQL saw of each run, in order.
+    pub runs: Vec<RunStatements>,
+}
+
+/// The statements (pg_stat_statements) and sessions of one provisioning run.
+#[derive(Debug, Serialize)]
+pub struct RunStatements {
+    pub arm: String,
+    /// Sessions opened, in every database.
+    pub sessions: i64,
+    /// Statements by the admin role: text, calls, milliseconds of execution,
+    /// the costliest first.
+    pub admin: Vec<(String, i64, f64)>,
+    /// Statements by any other role: the tenants' (health logins).
+    pub others: i64,
+    /// The operator's API requests during the run (the audit log),
+    /// `"<verb> <resource>"` → count.
+    pub requests: BTreeMap<String, u64>,
 }
 
 /// CPU seconds spent during one run, by whom.
@@ -120,14 +165,27 @@ pub struct Cpu {
     pub postgres: f64,
     /// The tenantdb process doing the work (`apply`, or `tenantdb run`).
     pub tenantdb: f64,
-    /// This benchmark process: the plain client of the floor, the API emulator.
+    /// The control plane: etcd, kube-apiserver, kube-controller-manager.
+    pub kubernetes: f64,
+    /// This benchmark process: the plain client of the floor.
     pub bench: f64,
+}
+
+/// CPU seconds at one moment, by whom.
+#[derive(Clone, Copy)]
+struct CpuNow {
+    postgres: f64,
+    own: f64,
+    children: f64,
+    operator: f64,
+    kubernetes: f64,
 }
 
 /// CPU seconds of the benchmark's PostgreSQL (its postmaster `postmaster`
 /// and the postmaster's children, and no other server on the machine), of
-/// this process, and of its reaped children.
-fn cpu_now(postmaster: u32, operator: Option<u32>) -> (f64, f64, f64, f64) {
+/// this process, of its reaped children, of the operator and of the
+/// control plane's processes.
+fn cpu_now(postmaster: u32, operator: Option<u32>, kubernetes: &[u32]) -> CpuNow {
     let mut postgres = 0.0;
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -145,15 +203,17 @@ fn cpu_now(postmaster: u32, operator: Option<u32>) -> (f64, f64, f64, f64) {
         }
     }
     let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let operator = operator
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map_or(0.0, |stat| stat_cpu(&stat, 11) + stat_cpu(&stat, 12));
-    (
+    let process = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(0.0, |stat| stat_cpu(&stat, 11) + stat_cpu(&stat, 12))
+    };
+    CpuNow {
         postgres,
-        stat_cpu(&own, 11) + stat_cpu(&own, 12),
-        stat_cpu(&own, 13) + stat_cpu(&own, 14),
-        operator,
-    )
+        own: stat_cpu(&own, 11) + stat_cpu(&own, 12),
+        children: stat_cpu(&own, 13) + stat_cpu(&own, 14),
+        operator: operator.map_or(0.0, process),
+        kubernetes: kubernetes.iter().copied().map(process).sum(),
+    }
 }
 
 /// Field `index` (counted after the command name) of a /proc stat line.
@@ -185,49 +245,96 @@ fn stat_cpu(stat: &str, index: usize) -> f64 {
 async fn measured<T>(
     postmaster: u32,
     operator: Option<u32>,
+    kubernetes: &[u32],
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<(T, Cpu)> {
-    let (pg0, own0, children0, op0) = cpu_now(postmaster, operator);
+    let before = cpu_now(postmaster, operator, kubernetes);
     let started = Instant::now();
     let value = work.await?;
     let wall_seconds = started.elapsed().as_secs_f64();
     // Let PostgreSQL reap the backends of closed connections, whose time
     // then shows on the postmaster.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (pg1, own1, children1, op1) = cpu_now(postmaster, operator);
+    let after = cpu_now(postmaster, operator, kubernetes);
     Ok((
         value,
         Cpu {
             wall_seconds: round(wall_seconds),
-            postgres: round(pg1 - pg0),
-            tenantdb: round(children1 - children0 + op1 - op0),
-            bench: round(own1 - own0),
+            postgres: round(after.postgres - before.postgres),
+            tenantdb: round(after.children - before.children + after.operator - before.operator),
+            kubernetes: round(after.kubernetes - before.kubernetes),
+            bench: round(after.own - before.own),
         },
     ))
 }
 
 #[derive(Debug, Serialize)]
 pub struct SteadyState {
-    pub intervals: u32,
+    pub tenants: usize,
+    pub window_seconds: u64,
     pub interval_seconds: u64,
-    /// Kubernetes write requests by the operator over the intervals.
+    pub login_interval_seconds: u64,
+    pub resync_seconds: u64,
+    /// The operator's API requests in the window (the API server's audit
+    /// log), `"<verb> <resource>"` → count.
+    pub requests: BTreeMap<String, u64>,
     pub kubernetes_writes: u64,
-    /// Statements the admin role ran, per interval (pg_stat_statements).
-    pub statements_per_interval: f64,
-    /// Distinct statements the admin role ran.
-    pub distinct_statements: usize,
-    /// Each of them, its text's first line and its calls, so a surprise
-    /// says what ran.
-    pub statements: Vec<(String, i64)>,
+    /// get and list requests (watches are long-lived and counted apart).
+    pub kubernetes_reads: u64,
+    /// Statements the admin role ran (pg_stat_statements): text, calls,
+    /// milliseconds of execution.
+    pub admin_statements: Vec<(String, i64, f64)>,
+    /// Runs of the batched health query.
+    pub health_queries: i64,
+    /// Every other admin statement: the tenants' resync (advisory lock,
+    /// catalog read, unlock) and the server controller's.
+    pub resync_statements: i64,
+    /// Statements run by tenant roles (the health logins' `SELECT 1`).
+    pub tenant_statements: i64,
+    /// Sessions opened in the tenants' databases: the health logins.
+    pub logins: i64,
+    /// Sessions opened in the other databases: the admin role's.
+    pub admin_connections: i64,
+    /// PostgreSQL's CPU over the window, and over a window of the same
+    /// length with nobody connected (its background processes).
+    pub postgres_cpu_seconds: f64,
+    pub postgres_idle_cpu_seconds: f64,
     pub operator_cpu_seconds: f64,
+    pub kubernetes_cpu_seconds: f64,
     /// Windows measured again because a tenant's health was news in them
     /// (its status written).
     pub noisy_windows: u32,
+    /// Per tenant per hour at the window's settings, as measured.
+    pub per_tenant_hour: Hourly,
+    /// Per tenant per hour at the default settings (30 s health interval,
+    /// 5 min logins, resync and status heartbeat): each cause's count per
+    /// hour times its measured cost per event.
+    pub per_tenant_hour_at_defaults: Hourly,
+}
+
+/// A quiet fleet's cost, per tenant per hour.
+#[derive(Debug, Default, Serialize)]
+pub struct Hourly {
+    pub logins: f64,
+    pub admin_statements: f64,
+    pub health_query_share: f64,
+    pub connections: f64,
+    pub kubernetes_writes: f64,
+    /// PostgreSQL CPU milliseconds beyond its idle background work:
+    /// logins, the health query's share, the resync.
+    pub postgres_cpu_ms: f64,
+    pub login_cpu_ms: f64,
+    pub health_cpu_ms: f64,
+    pub resync_cpu_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct MemoryPoint {
     pub objects: usize,
+    /// Of those, tenants provisioned on PostgreSQL: Ready, with their
+    /// connection Secret and health state. The rest point at a server that
+    /// does not exist ([`REAL_MEMORY_TENANTS`]).
+    pub provisioned: usize,
     pub rss_mib: f64,
 }
 
@@ -240,8 +347,17 @@ pub struct Latency {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.tenants == 0 || args.workers == 0 || args.intervals == 0 {
-        bail!("--tenants, --workers and --intervals must be at least 1");
+    if args.tenants == 0 || args.workers == 0 {
+        bail!("--tenants and --workers must be at least 1");
+    }
+    if args.interval_seconds == 0 || args.login_seconds == 0 || args.resync_seconds == 0 {
+        bail!("--interval-seconds, --login-seconds and --resync-seconds must be at least 1");
+    }
+    if args.window_seconds < args.resync_seconds.max(args.login_seconds) {
+        bail!(
+            "--window-seconds must hold a resync and a login interval (at least {} s)",
+            args.resync_seconds.max(args.login_seconds)
+        );
     }
     let exe = tenantdb_binary()?;
     let work = tempdir("tenantdb-bench")?;
@@ -271,39 +387,76 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .fetch_one(&mut superuser)
         .await?;
     let admin_url = postgres.url(ADMIN_ROLE, &admin_password, "postgres");
-
-    // The three arms in the order floor, apply, operator, operator, apply,
-    // floor, each compared by its mean: this machine's speed drifts by tens
-    // of percent over minutes, and a drift that is roughly linear over the
-    // run cancels out of A B B A means (a best-of-k does not: it picks
-    // whichever run the drift favoured). PostgreSQL's CPU seconds per
-    // tenant are reported beside wall clock; they move far less with noise.
     let postmaster = postmaster_pid(&postgres)?;
-    let emulator = Emulator::start(EmulatorOptions {
-        crds: tenantdb::api::crds(),
-        ..EmulatorOptions::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("starting the API emulator: {}", e.message))?;
-    let client = emulator.client()?;
-    let kubeconfig = work.join("kubeconfig");
-    std::fs::write(&kubeconfig, emulator.kubeconfig_for("operator"))?;
-    let mut operator = start_operator(&exe, &kubeconfig, &work.join("operator.log"))?;
-    let server = add_server(&client, &postgres, &admin_password, args.interval_seconds).await?;
+
+    eprintln!("starting a Kubernetes control plane (the chart's CRDs and RBAC applied)…");
+    // Meanwhile, PostgreSQL's own background work over a window as long as
+    // the steady state's, with nobody but this process (idle) connected:
+    // what the server costs without tenantdb.
+    let window = Duration::from_secs(args.window_seconds);
+    let (plane, idle) = tokio::join!(
+        tokio::task::spawn_blocking(|| {
+            let plane = ControlPlane::start();
+            install_chart(&plane);
+            plane
+        }),
+        async {
+            let before = cpu_now(postmaster, None, &[]);
+            tokio::time::sleep(window).await;
+            cpu_now(postmaster, None, &[]).postgres - before.postgres
+        }
+    );
+    let plane = plane?;
+    let kubernetes = plane.pids();
+    let client = client_of(&plane.admin_kubeconfig).await?;
+    // The operator authenticates as the chart's ServiceAccount.
+    let kubeconfig = plane.operator_kubeconfig.clone();
+    let mut operator = start_operator(
+        &exe,
+        &kubeconfig,
+        &work.join("operator.log"),
+        DEFAULT_RESYNC,
+        args.workers,
+    )?;
+    // Provisioning runs at the default health settings (a batched query
+    // every 30 s, each tenant's first login spread over 5 minutes), as a
+    // user's burst of new tenants would; the steady state shortens them.
+    let server = add_server(&client, &postgres, &admin_password).await?;
+
+    // 1. Provisioning: the three arms in the order floor, apply, operator,
+    // operator, apply, floor, each compared by its mean: this machine's
+    // speed drifts by tens of percent over minutes, and a drift that is
+    // roughly linear over the run cancels out of A B B A means (a
+    // best-of-k does not: it picks whichever run the drift favoured).
+    // PostgreSQL's CPU seconds per tenant are reported beside wall clock;
+    // they move far less with noise.
+    // A warm-up, untimed: the first databases created on a fresh server
+    // cost more than later ones (cold caches), which no A B B A order
+    // cancels.
+    eprintln!("warming up…");
+    floor(&admin_url, "warmup", args.tenants.div_ceil(4), args.workers).await?;
+    drop_databases_and_roles(&mut superuser, "warmup").await?;
     let mut floor_runs = Vec::new();
     let mut apply_runs = Vec::new();
     let mut operator_runs = Vec::new();
-    for (round, arm) in ["floor", "apply", "operator", "operator", "apply", "floor"]
+    let mut runs = Vec::new();
+    for (turn, arm) in ["floor", "apply", "operator", "operator", "apply", "floor"]
         .into_iter()
         .enumerate()
     {
-        let namespace = format!("{arm}{round}");
-        eprintln!("provisioning {} tenants: {arm} ({}/6)…", args.tenants, round + 1);
+        let namespace = format!("{arm}{turn}");
+        eprintln!("provisioning {} tenants: {arm} ({}/6)…", args.tenants, turn + 1);
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut superuser)
+            .await?;
+        let sessions_before = all_sessions(&mut superuser).await?;
+        let requests_before = plane.audited_requests();
         let run = match arm {
             "floor" => {
                 measured(
                     postmaster,
                     None,
+                    &kubernetes,
                     floor(&admin_url, &namespace, args.tenants, args.workers),
                 )
                 .await?
@@ -313,6 +466,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 measured(
                     postmaster,
                     None,
+                    &kubernetes,
                     apply(&exe, &work, &admin_url, &namespace, args.tenants, args.workers),
                 )
                 .await?
@@ -320,7 +474,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ => {
                 add_namespace(&client, &namespace).await?;
-                measured(postmaster, operator.id(), async {
+                measured(postmaster, operator.id(), &kubernetes, async {
                     create_tenants(&client, &namespace, args.tenants, &server).await?;
                     wait_for_all(&client, &namespace, args.tenants, "Ready", |t| {
                         condition(t, "Ready")
@@ -331,6 +485,30 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .1
             }
         };
+        let admin: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT query, calls, total_exec_time FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+              WHERE r.rolname = $1 ORDER BY total_exec_time DESC",
+        )
+        .bind(ADMIN_ROLE)
+        .fetch_all(&mut superuser)
+        .await?;
+        let others: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+              WHERE r.rolname NOT IN ($1, current_user)",
+        )
+        .bind(ADMIN_ROLE)
+        .fetch_one(&mut superuser)
+        .await?;
+        runs.push(RunStatements {
+            arm: arm.to_owned(),
+            sessions: all_sessions(&mut superuser).await? - sessions_before,
+            admin: admin
+                .into_iter()
+                .map(|(query, calls, ms)| (first_words(&query), calls, round(ms)))
+                .collect(),
+            others,
+            requests: difference(&plane.audited_requests(), &requests_before),
+        });
         match arm {
             "floor" => floor_runs.push(run),
             "apply" => apply_runs.push(run),
@@ -346,126 +524,52 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         drop_databases_and_roles(&mut superuser, &namespace).await?;
     }
-    // The steady state and the latency watch tenants of their own,
-    // provisioned (untimed) after the measured runs.
+
+    // 2. The steady state, on tenants of its own provisioned (untimed)
+    // after the measured runs, with an operator restarted at the steady
+    // state's resync period.
     eprintln!("provisioning {} tenants for the steady state…", args.tenants);
-    let operator_namespaces: Vec<String> = vec!["steady".to_owned()];
     add_namespace(&client, "steady").await?;
     create_tenants(&client, "steady", args.tenants, &server).await?;
     wait_for_all(&client, "steady", args.tenants, "Ready", |t| {
         condition(t, "Ready")
     })
     .await?;
-
-    // 2. The steady state.
-    eprintln!("watching {} quiet health intervals…", args.intervals);
-    // Quiet means after every tenant's first login (spread over the login
-    // interval), whose result is worth a status write.
-    for namespace in &operator_namespaces {
-        wait_for_all(&client, namespace, args.tenants, "Healthy", |t| {
-            condition(t, "Healthy")
-                && t.status
-                    .as_ref()
-                    .and_then(|s| s.health.as_ref())
-                    .is_some_and(|h| h.latency_ms.is_some())
-        })
+    let _ = operator.kill().await;
+    Api::<DatabaseServer>::all(client.clone())
+        .patch(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheck": {
+                "interval": format!("{}s", args.interval_seconds),
+                "loginInterval": format!("{}s", args.login_seconds)}}})),
+        )
         .await?;
-    }
-    // Later rounds of logins, warm where the first met a cold database,
-    // settle the smoothed latency.
-    tokio::time::sleep(LOGIN_INTERVAL * 3).await;
-    let interval = Duration::from_secs(args.interval_seconds);
-    tokio::time::sleep(interval * 2).await;
-    let admin_oid: sqlx::postgres::types::Oid =
-        sqlx::query_scalar("SELECT oid FROM pg_roles WHERE rolname = $1")
-            .bind(ADMIN_ROLE)
-            .fetch_one(&mut superuser)
-            .await?;
-    // A window in which a tenant's health was news (a login latency that
-    // really moved, say, on a loaded machine) is not a quiet one: such a
-    // window is measured again, up to five times, and counted. Writes in a
-    // grace second after the window count too, so a status write whose
-    // reconcile ran inside the window is not missed.
-    let mut noisy_windows = 0;
-    let steady_state = loop {
-        sqlx::query("SELECT pg_stat_statements_reset()")
-            .execute(&mut superuser)
-            .await?;
-        let writes_before = writes(&emulator.request_counts_of("operator"));
-        let cpu_before = cpu_seconds(operator.id())?;
-        tokio::time::sleep(interval * args.intervals).await;
-        let cpu_after = cpu_seconds(operator.id())?;
-        let writes_after = writes(&emulator.request_counts_of("operator"));
-        let statements: Vec<(String, i64)> =
-            sqlx::query_as("SELECT query, calls FROM pg_stat_statements WHERE userid = $1")
-                .bind(admin_oid)
-                .fetch_all(&mut superuser)
-                .await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let writes_late = writes(&emulator.request_counts_of("operator"));
-        let steady_state = SteadyState {
-            intervals: args.intervals,
-            interval_seconds: args.interval_seconds,
-            kubernetes_writes: writes_after - writes_before,
-            statements_per_interval: statements.iter().map(|(_, c)| *c as f64).sum::<f64>()
-                / f64::from(args.intervals),
-            distinct_statements: statements.len(),
-            statements: statements
-                .iter()
-                .map(|(query, calls)| (first_words(query), *calls))
-                .collect(),
-            operator_cpu_seconds: cpu_after - cpu_before,
-            noisy_windows,
-        };
-        if writes_late == writes_before || noisy_windows == 4 {
-            break steady_state;
-        }
-        noisy_windows += 1;
-    };
+    let mut operator = start_operator(
+        &exe,
+        &kubeconfig,
+        &work.join("operator-steady.log"),
+        Duration::from_secs(args.resync_seconds),
+        args.workers,
+    )?;
+    let steady_state = steady_state(
+        &args,
+        &client,
+        &plane,
+        &mut superuser,
+        postmaster,
+        &operator,
+        idle,
+    )
+    .await?;
 
     // 4. Reconcile latency.
     eprintln!("timing {} spec changes…", args.changes);
-    let reconcile_latency = latency(&client, &operator_namespaces[0], &mut superuser, args.changes).await?;
-
-    // 3. Memory, with a fresh operator and tenants on a server that does not exist.
+    let reconcile_latency = latency(&client, "steady", &mut superuser, args.changes).await?;
     let _ = operator.kill().await;
-    let mut memory = Vec::new();
-    if !args.memory_objects.is_empty() {
-        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": "memory"}}))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await?;
-        let mut operator = start_operator(&exe, &kubeconfig, &work.join("operator-memory.log"))?;
-        let mut created = 0;
-        let mut targets = args.memory_objects.clone();
-        targets.sort_unstable();
-        for objects in targets {
-            eprintln!("reading the operator's memory with {objects} TenantDatabases…");
-            // The operator's own tenants count towards the total.
-            let own = args.tenants * operator_namespaces.len();
-            let wanted = objects.saturating_sub(own);
-            create_tenants_from(
-                &client,
-                "memory",
-                created,
-                wanted.saturating_sub(created),
-                "ghost",
-            )
-            .await?;
-            created = created.max(wanted);
-            // Every object reconciled (stalled on the missing server), then settle.
-            wait_for_all(&client, "memory", created, "reconciled", |t| {
-                t.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
-            })
-            .await?;
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            memory.push(MemoryPoint {
-                objects: created + own,
-                rss_mib: rss_mib(operator.id())?,
-            });
-        }
-        let _ = operator.kill().await;
-    }
+
+    // 3. Memory, with a fresh operator.
+    let memory = memory(&args, &exe, &work, &kubeconfig, &client, &server).await?;
 
     let per_tenant = |runs: &[Cpu], of: fn(&Cpu) -> f64| {
         runs.iter().map(of).sum::<f64>() / runs.len() as f64 / args.tenants as f64
@@ -482,6 +586,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         postgres_ms(&apply_runs),
         postgres_ms(&operator_runs),
     );
+    let memory_all_provisioned_estimate = all_provisioned_estimate(&memory);
     let report = Report {
         machine: Machine {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -503,12 +608,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             floor_runs,
             apply_runs,
             operator_runs,
+            runs,
         },
         steady_state,
         memory,
+        memory_all_provisioned_estimate,
         reconcile_latency,
     };
-    drop(emulator);
+    tokio::task::spawn_blocking(move || drop(plane)).await?;
     let _ = superuser.close().await;
     tokio::task::spawn_blocking(move || drop(postgres)).await?;
     if std::env::var_os("TENANTDB_BENCH_KEEP").is_none() {
@@ -522,6 +629,284 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_table(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The largest point's memory as if all its tenants were provisioned: its
+/// RSS plus, for each tenant on the missing server, the difference between
+/// a provisioned tenant's cost (the slope between the two largest
+/// all-provisioned points) and an unprovisioned one's (the slope from the
+/// largest all-provisioned point to the largest point).
+fn all_provisioned_estimate(memory: &[MemoryPoint]) -> Option<MemoryPoint> {
+    let full: Vec<&MemoryPoint> = memory.iter().filter(|p| p.provisioned == p.objects).collect();
+    let [.., a, b] = full.as_slice() else {
+        return None;
+    };
+    let last = memory.last()?;
+    if last.provisioned == last.objects || b.objects <= a.objects || last.objects <= b.objects {
+        return None;
+    }
+    let provisioned = (b.rss_mib - a.rss_mib) / (b.objects - a.objects) as f64;
+    let unprovisioned = (last.rss_mib - b.rss_mib) / (last.objects - b.objects) as f64;
+    let missing = (last.objects - last.provisioned) as f64;
+    Some(MemoryPoint {
+        objects: last.objects,
+        provisioned: last.objects,
+        rss_mib: round(last.rss_mib + missing * (provisioned - unprovisioned).max(0.0)),
+    })
+}
+
+/// Sessions opened so far, in every database.
+async fn all_sessions(superuser: &mut PgConnection) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(sum(sessions), 0)::int8 FROM pg_stat_database")
+            .fetch_one(&mut *superuser)
+            .await?,
+    )
+}
+
+/// What PostgreSQL has counted so far: sessions opened in the tenants'
+/// databases (`steady_…`) and in the others.
+async fn sessions(superuser: &mut PgConnection) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(sum(sessions) FILTER (WHERE datname LIKE 'steady\\_%'), 0)::int8,
+                coalesce(sum(sessions) FILTER (WHERE datname NOT LIKE 'steady\\_%'), 0)::int8
+           FROM pg_stat_database",
+    )
+    .fetch_one(&mut *superuser)
+    .await?)
+}
+
+/// The quiet fleet: once every tenant's first logins are in, a window of
+/// `--window-seconds` (a resync and several login rotations) in which
+/// everything tenantdb causes is counted — the operator's API requests from
+/// the API server's audit log, statements from pg_stat_statements, sessions
+/// from pg_stat_database, CPU from /proc — and then the cost per tenant per
+/// hour, at the window's settings and at the defaults.
+async fn steady_state(
+    args: &Args,
+    client: &kube::Client,
+    plane: &ControlPlane,
+    superuser: &mut PgConnection,
+    postmaster: u32,
+    operator: &tokio::process::Child,
+    idle: f64,
+) -> anyhow::Result<SteadyState> {
+    eprintln!("watching a quiet fleet for {} s…", args.window_seconds);
+    // Quiet means after every tenant's login (spread over the login
+    // interval after the restart) reported a latency.
+    wait_for_all(client, "steady", args.tenants, "Healthy", |t| {
+        condition(t, "Healthy")
+            && t.status
+                .as_ref()
+                .and_then(|s| s.health.as_ref())
+                .is_some_and(|h| h.latency_ms.is_some())
+    })
+    .await?;
+    // Later rounds of logins, warm where the first met a cold database,
+    // settle the smoothed latency.
+    tokio::time::sleep(Duration::from_secs(args.login_seconds * 3)).await;
+    let window = Duration::from_secs(args.window_seconds);
+    let kubernetes = plane.pids();
+    let admin_oid: sqlx::postgres::types::Oid =
+        sqlx::query_scalar("SELECT oid FROM pg_roles WHERE rolname = $1")
+            .bind(ADMIN_ROLE)
+            .fetch_one(&mut *superuser)
+            .await?;
+    // A window in which a tenant's health was news (a login latency that
+    // really moved, say, on a loaded machine) is not a quiet one: such a
+    // window is measured again, up to five times, and counted. Writes in a
+    // grace second after the window count too, so a status write whose
+    // reconcile ran inside the window is not missed.
+    let mut noisy_windows = 0;
+    let (requests, statements, tenant_statements, logins, admin_connections, cpu) = loop {
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut *superuser)
+            .await?;
+        let requests_before = plane.audited_requests();
+        let sessions_before = sessions(superuser).await?;
+        let cpu_before = cpu_now(postmaster, operator.id(), &kubernetes);
+        tokio::time::sleep(window).await;
+        let cpu_after = cpu_now(postmaster, operator.id(), &kubernetes);
+        let sessions_after = sessions(superuser).await?;
+        let requests_after = plane.audited_requests();
+        let statements: Vec<(String, i64, f64)> =
+            sqlx::query_as("SELECT query, calls, total_exec_time FROM pg_stat_statements WHERE userid = $1")
+                .bind(admin_oid)
+                .fetch_all(&mut *superuser)
+                .await?;
+        let tenant_statements: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(s.calls), 0)::int8 FROM pg_stat_statements s
+               JOIN pg_roles r ON r.oid = s.userid WHERE r.rolname LIKE 'steady\\_%'",
+        )
+        .fetch_one(&mut *superuser)
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let requests_late = plane.audited_requests();
+        let requests = difference(&requests_after, &requests_before);
+        if writes(&difference(&requests_late, &requests_before)) == 0 || noisy_windows == 4 {
+            break (
+                requests,
+                statements,
+                tenant_statements,
+                sessions_after.0 - sessions_before.0,
+                sessions_after.1 - sessions_before.1,
+                (cpu_before, cpu_after),
+            );
+        }
+        noisy_windows += 1;
+    };
+    let (before, after) = cpu;
+    // The batched health query is the one that starts so (pg_stat_statements
+    // shows its text with constants as `$n`).
+    let health = |query: &str| query.trim_start().starts_with("WITH activity AS");
+    let health_queries: i64 = statements.iter().filter(|s| health(&s.0)).map(|s| s.1).sum();
+    let resync_statements: i64 = statements.iter().filter(|s| !health(&s.0)).map(|s| s.1).sum();
+    let health_ms: f64 = statements.iter().filter(|s| health(&s.0)).map(|s| s.2).sum();
+    let resync_ms: f64 = statements.iter().filter(|s| !health(&s.0)).map(|s| s.2).sum();
+    let postgres_cpu = after.postgres - before.postgres;
+    // PostgreSQL's CPU beyond its idle work, by cause: the health query and
+    // the resync's statements by their execution time, the rest — session
+    // start (fork, SCRAM), `SELECT 1`, session end — to the logins.
+    let busy_ms = ((postgres_cpu - idle) * 1000.0).max(0.0);
+    let login_ms = (busy_ms - health_ms - resync_ms).max(0.0);
+    let n = args.tenants as f64;
+    let hours = window.as_secs_f64() / 3600.0;
+    let writes_in_window = writes(&requests);
+    let per_tenant_hour = Hourly {
+        logins: round(logins as f64 / n / hours),
+        admin_statements: round((health_queries + resync_statements) as f64 / n / hours),
+        health_query_share: round(health_queries as f64 / n / hours),
+        connections: round((logins + admin_connections) as f64 / n / hours),
+        kubernetes_writes: round(writes_in_window as f64 / n / hours),
+        postgres_cpu_ms: round(busy_ms / n / hours),
+        login_cpu_ms: round(login_ms / n / hours),
+        health_cpu_ms: round(health_ms / n / hours),
+        resync_cpu_ms: round(resync_ms / n / hours),
+    };
+    // At the defaults: each cause scaled by how much more or less often it
+    // runs; the status heartbeat (one status write per tenant per period,
+    // longer than any window here) from its setting.
+    let scale = |measured: Duration, default: Duration| measured.as_secs_f64() / default.as_secs_f64();
+    let (health_scale, login_scale, resync_scale) = (
+        scale(Duration::from_secs(args.interval_seconds), DEFAULT_INTERVAL),
+        scale(Duration::from_secs(args.login_seconds), DEFAULT_LOGIN_INTERVAL),
+        scale(Duration::from_secs(args.resync_seconds), DEFAULT_RESYNC),
+    );
+    let resync_per_hour = (resync_statements as f64 / n / hours) * resync_scale;
+    let per_tenant_hour_at_defaults = Hourly {
+        logins: round(per_tenant_hour.logins * login_scale),
+        admin_statements: round(per_tenant_hour.health_query_share * health_scale + resync_per_hour),
+        health_query_share: round(per_tenant_hour.health_query_share * health_scale),
+        connections: round(per_tenant_hour.logins * login_scale + admin_connections as f64 / n / hours),
+        kubernetes_writes: round(3600.0 / DEFAULT_HEARTBEAT.as_secs_f64()),
+        postgres_cpu_ms: round(
+            per_tenant_hour.login_cpu_ms * login_scale
+                + per_tenant_hour.health_cpu_ms * health_scale
+                + per_tenant_hour.resync_cpu_ms * resync_scale,
+        ),
+        login_cpu_ms: round(per_tenant_hour.login_cpu_ms * login_scale),
+        health_cpu_ms: round(per_tenant_hour.health_cpu_ms * health_scale),
+        resync_cpu_ms: round(per_tenant_hour.resync_cpu_ms * resync_scale),
+    };
+    Ok(SteadyState {
+        tenants: args.tenants,
+        window_seconds: args.window_seconds,
+        interval_seconds: args.interval_seconds,
+        login_interval_seconds: args.login_seconds,
+        resync_seconds: args.resync_seconds,
+        kubernetes_writes: writes_in_window,
+        kubernetes_reads: requests
+            .iter()
+            .filter(|(k, _)| k.starts_with("get ") || k.starts_with("list "))
+            .map(|(_, v)| *v)
+            .sum(),
+        requests,
+        admin_statements: statements
+            .iter()
+            .map(|(query, calls, ms)| (first_words(query), *calls, round(*ms)))
+            .collect(),
+        health_queries,
+        resync_statements,
+        tenant_statements,
+        logins,
+        admin_connections,
+        postgres_cpu_seconds: round(postgres_cpu),
+        postgres_idle_cpu_seconds: round(idle),
+        operator_cpu_seconds: round(after.operator - before.operator),
+        kubernetes_cpu_seconds: round(after.kubernetes - before.kubernetes),
+        noisy_windows,
+        per_tenant_hour,
+        per_tenant_hour_at_defaults,
+    })
+}
+
+/// The operator's resident memory once its caches hold each of
+/// `--memory-objects` TenantDatabases, with a fresh operator: the steady
+/// state's tenants and more, provisioned on PostgreSQL up to
+/// [`REAL_MEMORY_TENANTS`] (Ready, with Secrets and health state), the rest
+/// on a server that does not exist (stalled, every one reconciled).
+async fn memory(
+    args: &Args,
+    exe: &Path,
+    work: &Path,
+    kubeconfig: &Path,
+    client: &kube::Client,
+    server: &str,
+) -> anyhow::Result<Vec<MemoryPoint>> {
+    let mut memory = Vec::new();
+    if args.memory_objects.is_empty() {
+        return Ok(memory);
+    }
+    add_namespace(client, "memory").await?;
+    add_namespace(client, "ghosts").await?;
+    let mut operator = start_operator(
+        exe,
+        kubeconfig,
+        &work.join("operator-memory.log"),
+        DEFAULT_RESYNC,
+        args.workers,
+    )?;
+    let own = args.tenants;
+    let (mut real, mut ghosts) = (0, 0);
+    let mut targets = args.memory_objects.clone();
+    targets.sort_unstable();
+    for objects in targets {
+        eprintln!("reading the operator's memory with {objects} TenantDatabases…");
+        let wanted = objects.saturating_sub(own);
+        let wanted_real = wanted.min(REAL_MEMORY_TENANTS.saturating_sub(own));
+        create_tenants_from(client, "memory", real, wanted_real.saturating_sub(real), server).await?;
+        real = real.max(wanted_real);
+        let wanted_ghosts = wanted - real;
+        create_tenants_from(
+            client,
+            "ghosts",
+            ghosts,
+            wanted_ghosts.saturating_sub(ghosts),
+            "ghost",
+        )
+        .await?;
+        ghosts = ghosts.max(wanted_ghosts);
+        wait_for_all(client, "memory", real, "Ready with a login", |t| {
+            condition(t, "Ready")
+                && t.status
+                    .as_ref()
+                    .and_then(|s| s.health.as_ref())
+                    .is_some_and(|h| h.latency_ms.is_some())
+        })
+        .await?;
+        wait_for_all(client, "ghosts", ghosts, "reconciled", |t| {
+            t.status.as_ref().is_some_and(|s| !s.conditions.is_empty())
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        memory.push(MemoryPoint {
+            objects: real + ghosts + own,
+            provisioned: real + own,
+            rss_mib: rss_mib(operator.id())?,
+        });
+    }
+    let _ = operator.kill().await;
+    Ok(memory)
 }
 
 fn round(value: f64) -> f64 {
@@ -685,16 +1070,26 @@ fn first_words(query: &str) -> String {
     line.chars().take(120).collect()
 }
 
-fn start_operator(exe: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<tokio::process::Child> {
+/// `tenantdb run` with `--concurrency` = `workers` (as many tenants at
+/// once as the floor's connections and `apply --concurrency`).
+fn start_operator(
+    exe: &Path,
+    kubeconfig: &Path,
+    log: &Path,
+    resync: Duration,
+    workers: usize,
+) -> anyhow::Result<tokio::process::Child> {
     Ok(tokio::process::Command::new(exe)
         .args(["run", "--kubeconfig"])
         .arg(kubeconfig)
         .args([
+            "--concurrency",
+            &workers.to_string(),
             "--no-leader-election",
             "--http-addr",
             "127.0.0.1:0",
             "--resync",
-            "5m",
+            &format!("{}s", resync.as_secs()),
         ])
         .env(
             "RUST_LOG",
@@ -766,7 +1161,6 @@ async fn add_server(
     client: &kube::Client,
     postgres: &ThrowawayPostgres,
     admin_password: &str,
-    interval_seconds: u64,
 ) -> anyhow::Result<String> {
     add_namespace(client, "ops").await?;
     let secret: Secret = serde_json::from_value(json!({
@@ -780,8 +1174,7 @@ async fn add_server(
         "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer",
         "metadata": {"name": "bench-pg"},
         "spec": {"host": postgres.host(), "port": postgres.port(), "sslMode": "disable",
-                 "adminSecretRef": {"namespace": "ops", "name": "pg-admin"},
-                 "healthCheck": {"interval": format!("{interval_seconds}s"), "loginInterval": format!("{}s", LOGIN_INTERVAL.as_secs())}}
+                 "adminSecretRef": {"namespace": "ops", "name": "pg-admin"}}
     }))?;
     let servers: Api<DatabaseServer> = Api::all(client.clone());
     servers.create(&PostParams::default(), &server).await?;
@@ -848,7 +1241,10 @@ fn condition(tenant: &TenantDatabase, kind: &str) -> bool {
         .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
-/// Waits until `count` tenants of `namespace` pass `check` (10 minutes at most).
+/// Waits until `count` tenants of `namespace` pass `check` (10 minutes at
+/// most), from a watch: polling lists of hundreds of objects would cost the
+/// API server — which shares this machine's CPUs with PostgreSQL and the
+/// operator — far more than the operator's own requests.
 async fn wait_for_all(
     client: &kube::Client,
     namespace: &str,
@@ -856,25 +1252,41 @@ async fn wait_for_all(
     what: &str,
     check: impl Fn(&TenantDatabase) -> bool,
 ) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
     let api: Api<TenantDatabase> = Api::namespaced(client.clone(), namespace);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let passing = api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|t| check(t))
-            .count();
-        if passing >= count {
-            return Ok(());
+    let mut passing = std::collections::BTreeSet::new();
+    let watch = async {
+        let events = watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(events);
+        while let Some(event) = events.try_next().await? {
+            match event {
+                watcher::Event::Init => passing.clear(),
+                watcher::Event::Apply(tenant) | watcher::Event::InitApply(tenant) => {
+                    let name = tenant.metadata.name.clone().unwrap_or_default();
+                    if check(&tenant) {
+                        passing.insert(name);
+                    } else {
+                        passing.remove(&name);
+                    }
+                }
+                watcher::Event::Delete(tenant) => {
+                    passing.remove(&tenant.metadata.name.unwrap_or_default());
+                }
+                watcher::Event::InitDone => {}
+            }
+            if passing.len() >= count {
+                return Ok(());
+            }
         }
-        if Instant::now() > deadline {
-            bail!("only {passing} of {count} tenants in {namespace} became {what}");
-        }
-        // Listing costs the emulator and this process CPU the operator and
-        // PostgreSQL would otherwise have: look a few times a second only.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        bail!("the watch of {namespace} ended")
+    };
+    match tokio::time::timeout(Duration::from_secs(600), watch).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "only {} of {count} tenants in {namespace} became {what}",
+            passing.len()
+        ),
     }
 }
 
@@ -882,7 +1294,7 @@ fn writes(counts: &BTreeMap<String, u64>) -> u64 {
     counts
         .iter()
         .filter(|(k, _)| {
-            ["create ", "update ", "patch ", "delete "]
+            ["create ", "update ", "patch ", "delete ", "deletecollection "]
                 .iter()
                 .any(|w| k.starts_with(w))
         })
@@ -890,18 +1302,20 @@ fn writes(counts: &BTreeMap<String, u64>) -> u64 {
         .sum()
 }
 
-/// User + system CPU seconds of process `pid`, from /proc.
-fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
-    let pid = pid.context("the operator exited")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
-    Ok((ticks(11) + ticks(12)) / clock_ticks())
+/// Request counts in `after` beyond those in `before`, the zeros left out.
+fn difference(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// A client for `kubeconfig`'s identity.
+async fn client_of(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn clock_ticks() -> f64 {
@@ -1017,8 +1431,8 @@ fn print_table(report: &Report) {
     );
     println!();
     println!(
-        "{:<22} {:>9} {:>11} {:>11} {:>11}",
-        "CPU seconds, each run", "wall", "postgres", "tenantdb", "bench"
+        "{:<22} {:>9} {:>11} {:>11} {:>11} {:>11}",
+        "CPU seconds, each run", "wall", "postgres", "tenantdb", "kubernetes", "bench"
     );
     let runs = p
         .floor_runs
@@ -1028,34 +1442,97 @@ fn print_table(report: &Report) {
         .chain(p.operator_runs.iter().map(|c| ("(b) operator", c)));
     for (name, cpu) in runs {
         println!(
-            "{:<22} {:>9.2} {:>11.2} {:>11.2} {:>11.2}",
-            name, cpu.wall_seconds, cpu.postgres, cpu.tenantdb, cpu.bench
+            "{:<22} {:>9.2} {:>11.2} {:>11.2} {:>11.2} {:>11.2}",
+            name, cpu.wall_seconds, cpu.postgres, cpu.tenantdb, cpu.kubernetes, cpu.bench
         );
     }
     println!();
+    for run in &p.runs {
+        println!(
+            "{}: {} sessions, {} tenant statements, API requests {:?}, admin statements:",
+            run.arm, run.sessions, run.others, run.requests
+        );
+        for (query, calls, ms) in run.admin.iter().take(8) {
+            println!("  {calls:>6} calls {ms:>9.1} ms  {query}");
+        }
+    }
+    println!();
     println!(
-        "steady state, {} tenants Ready, {} intervals of {} s",
-        report.tenants, s.intervals, s.interval_seconds
+        "steady state, {} tenants Ready, {} s (health every {} s, logins every {} s, resync every {} s)",
+        s.tenants, s.window_seconds, s.interval_seconds, s.login_interval_seconds, s.resync_seconds
     );
-    println!("{:<52} {:>12}", "Kubernetes writes", s.kubernetes_writes);
+    let row = |name: &str, value: String| println!("{name:<52} {value:>14}");
+    row("Kubernetes writes (audit log)", s.kubernetes_writes.to_string());
+    row(
+        "Kubernetes reads: get, list (audit log)",
+        s.kubernetes_reads.to_string(),
+    );
+    for (request, count) in &s.requests {
+        row(&format!("  {request}"), count.to_string());
+    }
+    row("batched health queries", s.health_queries.to_string());
+    row(
+        "other admin statements (resync, server)",
+        s.resync_statements.to_string(),
+    );
+    for (query, calls, ms) in &s.admin_statements {
+        println!("  {calls:>6} calls {ms:>9.1} ms  {query}");
+    }
+    row(
+        "tenant logins (sessions in tenant databases)",
+        s.logins.to_string(),
+    );
+    row("tenant statements (SELECT 1)", s.tenant_statements.to_string());
+    row("admin connections opened", s.admin_connections.to_string());
+    row("PostgreSQL CPU", format!("{:.2} s", s.postgres_cpu_seconds));
+    row(
+        "PostgreSQL CPU idle (same length, no tenantdb)",
+        format!("{:.2} s", s.postgres_idle_cpu_seconds),
+    );
+    row("operator CPU", format!("{:.2} s", s.operator_cpu_seconds));
+    row("control plane CPU", format!("{:.2} s", s.kubernetes_cpu_seconds));
+    row(
+        "windows measured again (health news written)",
+        s.noisy_windows.to_string(),
+    );
+    println!();
     println!(
-        "{:<52} {:>12.2}",
-        "admin SQL statements per interval", s.statements_per_interval
+        "{:<52} {:>14} {:>14}",
+        "per tenant per hour", "these settings", "defaults"
     );
-    println!(
-        "{:<52} {:>12}",
-        "distinct admin statements", s.distinct_statements
-    );
-    println!("{:<52} {:>10.2} s", "operator CPU", s.operator_cpu_seconds);
-    println!(
-        "{:<52} {:>12}",
-        "windows measured again (health news written)", s.noisy_windows
-    );
+    let (a, d) = (&s.per_tenant_hour, &s.per_tenant_hour_at_defaults);
+    for (name, x, y) in [
+        ("logins", a.logins, d.logins),
+        ("connections opened", a.connections, d.connections),
+        ("admin statements", a.admin_statements, d.admin_statements),
+        (
+            "  of which its share of the health query",
+            a.health_query_share,
+            d.health_query_share,
+        ),
+        ("Kubernetes writes", a.kubernetes_writes, d.kubernetes_writes),
+        ("PostgreSQL CPU ms", a.postgres_cpu_ms, d.postgres_cpu_ms),
+        ("  logins", a.login_cpu_ms, d.login_cpu_ms),
+        ("  health query", a.health_cpu_ms, d.health_cpu_ms),
+        ("  resync", a.resync_cpu_ms, d.resync_cpu_ms),
+    ] {
+        println!("{name:<52} {x:>14.2} {y:>14.2}");
+    }
     println!();
     for point in &report.memory {
         println!(
             "{:<52} {:>8.1} MiB",
-            format!("operator RSS, {} TenantDatabases cached", point.objects),
+            format!(
+                "operator RSS, {} TenantDatabases ({} provisioned)",
+                point.objects, point.provisioned
+            ),
+            point.rss_mib
+        );
+    }
+    if let Some(point) = &report.memory_all_provisioned_estimate {
+        println!(
+            "{:<52} {:>8.1} MiB",
+            format!("  estimate, {} TenantDatabases all provisioned", point.objects),
             point.rss_mib
         );
     }
@@ -1067,4 +1544,40 @@ fn print_table(report: &Report) {
     println!("{:<52} {:>9.1} ms", "p50", l.p50_ms);
     println!("{:<52} {:>9.1} ms", "p99", l.p99_ms);
     println!("{:<52} {:>9.1} ms", "max", l.max_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(objects: usize, provisioned: usize, rss_mib: f64) -> MemoryPoint {
+        MemoryPoint {
+            objects,
+            provisioned,
+            rss_mib,
+        }
+    }
+
+    #[test]
+    fn the_estimate_adds_what_provisioning_costs_beyond_an_unprovisioned_tenant() {
+        // 0.02 MiB per provisioned tenant, 0.005 per unprovisioned one: the
+        // 9,000 unprovisioned tenants of the last point would cost 0.015
+        // MiB more each.
+        let memory = [
+            point(500, 500, 30.0),
+            point(1000, 1000, 40.0),
+            point(10000, 1000, 85.0),
+        ];
+        let estimate = all_provisioned_estimate(&memory).unwrap();
+        assert_eq!(estimate.objects, 10000);
+        assert_eq!(estimate.provisioned, 10000);
+        assert!((estimate.rss_mib - 220.0).abs() < 1e-9, "{estimate:?}");
+    }
+
+    #[test]
+    fn no_estimate_without_two_all_provisioned_points_and_a_larger_one() {
+        assert!(all_provisioned_estimate(&[point(1000, 1000, 40.0), point(10000, 1000, 85.0)]).is_none());
+        assert!(all_provisioned_estimate(&[point(500, 500, 30.0), point(1000, 1000, 40.0)]).is_none());
+        assert!(all_provisioned_estimate(&[]).is_none());
+    }
 }
