@@ -16,7 +16,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -31,25 +31,7 @@ const IMAGE: &str = "registry.example.com/platform/tenantdb";
 /// The directory holding `helm` and `kstatus`, built on first use.
 fn clients() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube/build-clients.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running tests/kube/build-clients.sh");
-        assert!(
-            output.status.success(),
-            "tests/kube/build-clients.sh failed (it needs Go and the module proxy; see tests/kube/README.md)"
-        );
-        let text = String::from_utf8(output.stdout).unwrap();
-        PathBuf::from(
-            text.lines()
-                .last()
-                .expect("build-clients.sh prints the directory")
-                .trim(),
-        )
-    })
+    DIR.get_or_init(support::control_plane::clients)
 }
 
 fn chart() -> PathBuf {

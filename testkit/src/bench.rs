@@ -695,11 +695,7 @@ async fn steady_state(
     // Quiet means after every tenant's login (spread over the login
     // interval after the restart) reported a latency.
     wait_for_all(client, "steady", args.tenants, "Healthy", |t| {
-        condition(t, "Healthy")
-            && t.status
-                .as_ref()
-                .and_then(|s| s.health.as_ref())
-                .is_some_and(|h| h.latency_ms.is_some())
+        condition(t, "Healthy") && logged_in(t)
     })
     .await?;
     // Later rounds of logins, warm where the first met a cold database,
@@ -887,11 +883,7 @@ async fn memory(
         .await?;
         ghosts = ghosts.max(wanted_ghosts);
         wait_for_all(client, "memory", real, "Ready with a login", |t| {
-            condition(t, "Ready")
-                && t.status
-                    .as_ref()
-                    .and_then(|s| s.health.as_ref())
-                    .is_some_and(|h| h.latency_ms.is_some())
+            condition(t, "Ready") && logged_in(t)
         })
         .await?;
         wait_for_all(client, "ghosts", ghosts, "reconciled", |t| {
@@ -1239,6 +1231,15 @@ fn condition(tenant: &TenantDatabase, kind: &str) -> bool {
         .status
         .as_ref()
         .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == kind && c.status == "True"))
+}
+
+/// Whether the tenant's status reports a login latency (a login happened).
+fn logged_in(tenant: &TenantDatabase) -> bool {
+    tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .is_some_and(|h| h.latency_ms.is_some())
 }
 
 /// Waits until `count` tenants of `namespace` pass `check` (10 minutes at

@@ -62,20 +62,36 @@ pub fn repository() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory holding the three binaries, building them on first use.
-pub fn binaries() -> PathBuf {
-    let script = repository().join("tests/kube/build.sh");
+/// The directory `tests/kube/<script>` builds into (the last line it
+/// prints), building on first use and reusing its cache after.
+fn built_by(script: &str) -> PathBuf {
     let output = Command::new("bash")
-        .arg(&script)
+        .arg(repository().join("tests/kube").join(script))
         .stderr(Stdio::inherit())
         .output()
-        .expect("running tests/kube/build.sh");
+        .unwrap_or_else(|e| panic!("running tests/kube/{script}: {e}"));
     assert!(
         output.status.success(),
-        "tests/kube/build.sh failed (it needs Go and the module proxy; see tests/kube/README.md)"
+        "tests/kube/{script} failed (it needs Go and the module proxy; see tests/kube/README.md)"
     );
     let text = String::from_utf8(output.stdout).unwrap();
-    PathBuf::from(text.lines().last().expect("build.sh prints the directory").trim())
+    PathBuf::from(
+        text.lines()
+            .last()
+            .unwrap_or_else(|| panic!("tests/kube/{script} prints the directory"))
+            .trim(),
+    )
+}
+
+/// The directory holding etcd, kube-apiserver and kube-controller-manager.
+pub fn binaries() -> PathBuf {
+    built_by("build.sh")
+}
+
+/// The directory holding the clients users point at a cluster: `helm` and
+/// `kstatus` (tests/kube/clients/).
+pub fn clients() -> PathBuf {
+    built_by("build-clients.sh")
 }
 
 fn kubeconfig(dir: &Path, name: &str, server: &str, user: &str) -> PathBuf {
