@@ -215,10 +215,10 @@ fn the_values_schema_refuses_bad_values_by_name() {
     }
 }
 
-/// The chart's RBAC against what the operator asks for, per client: the
-/// emulator counts requests by identity, which kube-apiserver's metrics do
-/// not. (That the rules suffice is shown on the real control plane: the
-/// operator suite runs as the chart's ServiceAccount.)
+/// The chart's RBAC against what the operator asks for, on a real control
+/// plane with the chart installed: the operator runs as the chart's
+/// ServiceAccount (so a missing rule is a real 403), and the API server's
+/// audit log of that identity says which rules it used.
 mod rbac {
     use super::*;
 
@@ -259,7 +259,7 @@ mod rbac {
         granted
     }
 
-    /// Granted although the emulator cannot see the operator use them, and why.
+    /// Granted although no request of the operator's names them, and why.
     const NOT_SEEN_BUT_NEEDED: [(&str, &str, &str, &str); 2] = [
         (
             "tenantdb.io",
@@ -278,22 +278,14 @@ mod rbac {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_chart_grants_exactly_what_the_operator_asks_for() {
         let granted = granted(&render(&[]));
-        let cluster = TestCluster::emulated(Default::default()).await;
-        let emulator = cluster.emulator.as_ref().unwrap();
-        let dir = TempDir::new("rbac");
-        let kubeconfig = dir.0.join("kubeconfig");
-        std::fs::write(&kubeconfig, emulator.kubeconfig_for("operator")).unwrap();
+        let cluster = TestCluster::control_plane().await;
+        let plane = cluster.control_plane.as_ref().unwrap();
 
-        // The operator as deployed: its own process, with leader election.
-        let system: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": "tenantdb-system"}})).unwrap();
-        Api::<Namespace>::all(cluster.client.clone())
-            .create(&PostParams::default(), &system)
-            .await
-            .unwrap();
-        let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        // The operator as deployed: its own process, with leader election,
+        // as the chart's ServiceAccount (the chart created tenantdb-system).
+        let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
             .args(["run", "--kubeconfig"])
-            .arg(&kubeconfig)
+            .arg(&plane.operator_kubeconfig)
             .args(["--http-addr", "127.0.0.1:0", "--lease-duration", "3s"])
             .args(["--lease-namespace", "tenantdb-system", "--identity", "rbac"])
             .stdout(std::process::Stdio::null())
@@ -386,8 +378,9 @@ mod rbac {
         })
         .await;
 
-        let used: BTreeSet<(String, String, String)> = emulator
-            .request_counts_of("operator")
+        let _ = operator.kill().await;
+        let used: BTreeSet<(String, String, String)> = plane
+            .audited_requests()
             .keys()
             .map(|key| {
                 let (verb, resource) = key.split_once(' ').unwrap();

@@ -221,7 +221,7 @@ impl ControlPlane {
         std::fs::write(
             dir.join("audit-policy.yaml"),
             format!(
-                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\n\
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
                  rules:\n- level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
             ),
         )
@@ -399,10 +399,11 @@ impl ControlPlane {
     }
 
     /// The requests the operator's identity ([`OPERATOR_USER`]) made so far,
-    /// as the API server's audit log records them when each completes:
+    /// as the API server's audit log records them:
     /// `"<verb> <resource>[.<group>][/<subresource>]"` → count (verbs get,
     /// list, watch, create, update, patch, delete). A watch is counted when
-    /// it ends.
+    /// it starts (its response began), every other request when it
+    /// completed.
     pub fn audited_requests(&self) -> BTreeMap<String, u64> {
         let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         let mut counts = BTreeMap::new();
@@ -411,7 +412,12 @@ impl ControlPlane {
                 // The line the API server is writing right now.
                 continue;
             };
-            if event["stage"] != "ResponseComplete" || event["user"]["username"] != OPERATOR_USER {
+            let counted = if event["verb"] == "watch" {
+                "ResponseStarted"
+            } else {
+                "ResponseComplete"
+            };
+            if event["stage"] != counted || event["user"]["username"] != OPERATOR_USER {
                 continue;
             }
             let object = &event["objectRef"];

@@ -1,7 +1,7 @@
 //! tenantdb's test kit: what the test suite and the benchmark need and the
 //! operator never links. `emulator` is a small Kubernetes API server for
-//! tests that need what a real one cannot give (request counts per client,
-//! a short watch history); `control_plane` starts a real one (etcd,
+//! tests that need what a real one cannot give quickly (a short watch
+//! history, fast bookmarks); `control_plane` starts a real one (etcd,
 //! kube-apiserver, kube-controller-manager built from their Go modules);
 //! `bench` is `make bench` (the `tenantdb-bench` binary).
 

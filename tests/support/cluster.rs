@@ -96,8 +96,8 @@ impl TestCluster {
         }
     }
 
-    /// Always an emulator, for what only the emulator can show (request
-    /// counts per client, a short watch history).
+    /// Always an emulator, for what only the emulator can show quickly (a
+    /// short watch history, fast bookmarks).
     pub async fn emulated(options: EmulatorOptions) -> Self {
         let emulator = Emulator::start(EmulatorOptions {
             crds: crds(),
