@@ -2,6 +2,7 @@
 #   make demo   the main job: a throwaway PostgreSQL, examples/ provisioned on it, a tenant login
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
 #   make bench  the benchmark (release build; docs/benchmarks.md)
+#   make bench-fleet  the operator's memory with 10,000 provisioned tenants (root; about an hour)
 #   make cluster  a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback, until Ctrl-C
 #   make e2e    the operator tests against that real control plane (E2E_FILTER=name picks tests)
 # `make crds` regenerates crds/ and the chart's copy after an API change.
@@ -11,7 +12,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 TENANTDB := target/debug/tenantdb
 
-.PHONY: demo test deps crds bench control-plane cluster e2e
+.PHONY: demo test deps crds bench bench-fleet control-plane cluster e2e
 
 demo: deps
 	cargo build --locked
@@ -45,6 +46,13 @@ cluster: control-plane
 bench: deps
 	cargo build --release --locked --bin tenantdb
 	cargo run --release --locked -p tenantdb-testkit --bin tenantdb-bench
+
+# The operator's memory with 10,000 TenantDatabases all provisioned, on a
+# compressing loop-mounted file system (needs root; docs/benchmarks.md).
+bench-fleet: deps
+	cargo build --release --locked --bin tenantdb
+	cargo build --release --locked -p tenantdb-testkit --bin tenantdb-bench
+	bash testkit/bench-fleet.sh
 
 crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir crds

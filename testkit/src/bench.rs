@@ -47,11 +47,6 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_LOGIN_INTERVAL: Duration = Duration::from_secs(300);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
 
-/// Tenants beyond this many in the memory measurement stand on a server
-/// that does not exist: each real one is a database of 7.2 MB (a copy of
-/// `template1`), and 10,000 of them would fill this machine's disk.
-const REAL_MEMORY_TENANTS: usize = 1000;
-
 #[derive(clap::Parser)]
 #[command(
     name = "tenantdb-bench",
@@ -71,13 +66,18 @@ pub struct Args {
     #[arg(long, default_value_t = 60)]
     window_seconds: u64,
 
-    /// The health check interval (the batched query), in seconds.
-    #[arg(long, default_value_t = 2)]
-    interval_seconds: u64,
+    /// The steady state's health check interval (the batched query), in
+    /// seconds [default: 2]. With `--memory-only`, the DatabaseServer's
+    /// interval when given (else its default, 30 s).
+    #[arg(long)]
+    interval_seconds: Option<u64>,
 
-    /// Each tenant's login interval, in seconds.
-    #[arg(long, default_value_t = 10)]
-    login_seconds: u64,
+    /// The steady state's login interval per tenant, in seconds [default:
+    /// 10]. With `--memory-only`, the DatabaseServer's login interval when
+    /// given (else its default, 5 minutes, which a memory point waits for:
+    /// every provisioned tenant's first login).
+    #[arg(long)]
+    login_seconds: Option<u64>,
 
     /// The operator's resync period during the steady state, in seconds.
     #[arg(long, default_value_t = 30)]
@@ -86,6 +86,20 @@ pub struct Args {
     /// Numbers of TenantDatabase objects at which the operator's memory is read.
     #[arg(long, value_delimiter = ',', default_value = "500,1000,10000")]
     memory_objects: Vec<usize>,
+
+    /// Of the memory measurement's tenants, how many are provisioned on
+    /// PostgreSQL; the rest point at a server that does not exist. Each
+    /// provisioned tenant is a database of 7.2 MB (a copy of `template1`):
+    /// 10,000 of them need 72 GB of disk under `TMPDIR`, or a compressing
+    /// file system (`make bench-fleet`).
+    #[arg(long, default_value_t = 1000)]
+    memory_provisioned: usize,
+
+    /// Measure the memory only: no provisioning runs, steady state or
+    /// reconcile latency, and the DatabaseServer keeps its default health
+    /// settings throughout.
+    #[arg(long)]
+    memory_only: bool,
 
     /// Spec changes timed for the reconcile latency.
     #[arg(long, default_value_t = 100)]
@@ -96,20 +110,49 @@ pub struct Args {
     json: bool,
 }
 
+impl Args {
+    fn interval_seconds(&self) -> u64 {
+        self.interval_seconds.unwrap_or(2)
+    }
+
+    fn login_seconds(&self) -> u64 {
+        self.login_seconds.unwrap_or(10)
+    }
+
+    /// The DatabaseServer's `healthCheck` settings the options set: in the
+    /// steady state both; with `--memory-only` those given.
+    fn health_check(&self) -> serde_json::Value {
+        let mut settings = serde_json::Map::new();
+        let (interval, login) = if self.memory_only {
+            (self.interval_seconds, self.login_seconds)
+        } else {
+            (Some(self.interval_seconds()), Some(self.login_seconds()))
+        };
+        if let Some(seconds) = interval {
+            settings.insert("interval".into(), format!("{seconds}s").into());
+        }
+        if let Some(seconds) = login {
+            settings.insert("loginInterval".into(), format!("{seconds}s").into());
+        }
+        settings.into()
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub machine: Machine,
     pub tenants: usize,
     pub workers: usize,
-    pub provisioning: Provisioning,
-    pub steady_state: SteadyState,
+    /// The parts `--memory-only` leaves out are absent.
+    pub provisioning: Option<Provisioning>,
+    pub steady_state: Option<SteadyState>,
     pub memory: Vec<MemoryPoint>,
     /// The resident memory with every one of the most objects measured
     /// provisioned, extrapolated from the two largest all-provisioned points
     /// (MiB per provisioned tenant beyond one on a missing server), when
     /// there are such points.
     pub memory_all_provisioned_estimate: Option<MemoryPoint>,
-    pub reconcile_latency: Latency,
+    pub reconcile_latency: Option<Latency>,
 }
 
 #[derive(Debug, Serialize)]
@@ -333,7 +376,7 @@ pub struct MemoryPoint {
     pub objects: usize,
     /// Of those, tenants provisioned on PostgreSQL: Ready, with their
     /// connection Secret and health state. The rest point at a server that
-    /// does not exist ([`REAL_MEMORY_TENANTS`]).
+    /// does not exist (`--memory-provisioned`).
     pub provisioned: usize,
     pub rss_mib: f64,
 }
@@ -350,13 +393,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.tenants == 0 || args.workers == 0 {
         bail!("--tenants and --workers must be at least 1");
     }
-    if args.interval_seconds == 0 || args.login_seconds == 0 || args.resync_seconds == 0 {
+    if args.interval_seconds() == 0 || args.login_seconds() == 0 || args.resync_seconds == 0 {
         bail!("--interval-seconds, --login-seconds and --resync-seconds must be at least 1");
     }
-    if args.window_seconds < args.resync_seconds.max(args.login_seconds) {
+    if args.window_seconds < args.resync_seconds.max(args.login_seconds()) {
         bail!(
             "--window-seconds must hold a resync and a login interval (at least {} s)",
-            args.resync_seconds.max(args.login_seconds)
+            args.resync_seconds.max(args.login_seconds())
         );
     }
     let exe = tenantdb_binary()?;
@@ -393,7 +436,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Meanwhile, PostgreSQL's own background work over a window as long as
     // the steady state's, with nobody but this process (idle) connected:
     // what the server costs without tenantdb.
-    let window = Duration::from_secs(args.window_seconds);
+    // (`--memory-only` has no steady state to compare it with.)
+    let window = if args.memory_only {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(args.window_seconds)
+    };
     let (plane, idle) = tokio::join!(
         tokio::task::spawn_blocking(|| {
             let plane = ControlPlane::start();
@@ -423,169 +471,155 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // user's burst of new tenants would; the steady state shortens them.
     let server = add_server(&client, &postgres, &admin_password).await?;
 
-    // 1. Provisioning: the three arms in the order floor, apply, operator,
-    // operator, apply, floor, each compared by its mean: this machine's
-    // speed drifts by tens of percent over minutes, and a drift that is
-    // roughly linear over the run cancels out of A B B A means (a
-    // best-of-k does not: it picks whichever run the drift favoured).
-    // PostgreSQL's CPU seconds per tenant are reported beside wall clock;
-    // they move far less with noise.
-    // A warm-up, untimed: the first databases created on a fresh server
-    // cost more than later ones (cold caches), which no A B B A order
-    // cancels.
-    eprintln!("warming up…");
-    floor(&admin_url, "warmup", args.tenants.div_ceil(4), args.workers).await?;
-    drop_databases_and_roles(&mut superuser, "warmup").await?;
-    let mut floor_runs = Vec::new();
-    let mut apply_runs = Vec::new();
-    let mut operator_runs = Vec::new();
-    let mut runs = Vec::new();
-    for (turn, arm) in ["floor", "apply", "operator", "operator", "apply", "floor"]
-        .into_iter()
-        .enumerate()
-    {
-        let namespace = format!("{arm}{turn}");
-        eprintln!("provisioning {} tenants: {arm} ({}/6)…", args.tenants, turn + 1);
-        sqlx::query("SELECT pg_stat_statements_reset()")
-            .execute(&mut superuser)
+    let (provisioning, steady_state, reconcile_latency) = if args.memory_only {
+        let _ = operator.kill().await;
+        Api::<DatabaseServer>::all(client.clone())
+            .patch(
+                &server,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"healthCheck": args.health_check()}})),
+            )
             .await?;
-        let sessions_before = all_sessions(&mut superuser).await?;
-        let requests_before = plane.audited_requests();
-        let run = match arm {
-            "floor" => {
-                measured(
-                    postmaster,
-                    None,
-                    &kubernetes,
-                    floor(&admin_url, &namespace, args.tenants, args.workers),
-                )
-                .await?
-                .1
-            }
-            "apply" => {
-                measured(
-                    postmaster,
-                    None,
-                    &kubernetes,
-                    apply(&exe, &work, &admin_url, &namespace, args.tenants, args.workers),
-                )
-                .await?
-                .1
-            }
-            _ => {
-                add_namespace(&client, &namespace).await?;
-                measured(postmaster, operator.id(), &kubernetes, async {
-                    create_tenants(&client, &namespace, args.tenants, &server).await?;
-                    wait_for_all(&client, &namespace, args.tenants, "Ready", |t| {
-                        condition(t, "Ready")
+        (None, None, None)
+    } else {
+        // 1. Provisioning: the three arms in the order floor, apply, operator,
+        // operator, apply, floor, each compared by its mean: this machine's
+        // speed drifts by tens of percent over minutes, and a drift that is
+        // roughly linear over the run cancels out of A B B A means (a
+        // best-of-k does not: it picks whichever run the drift favoured).
+        // PostgreSQL's CPU seconds per tenant are reported beside wall clock;
+        // they move far less with noise.
+        // A warm-up, untimed: the first databases created on a fresh server
+        // cost more than later ones (cold caches), which no A B B A order
+        // cancels.
+        eprintln!("warming up…");
+        floor(&admin_url, "warmup", args.tenants.div_ceil(4), args.workers).await?;
+        drop_databases_and_roles(&mut superuser, "warmup").await?;
+        let mut floor_runs = Vec::new();
+        let mut apply_runs = Vec::new();
+        let mut operator_runs = Vec::new();
+        let mut runs = Vec::new();
+        for (turn, arm) in ["floor", "apply", "operator", "operator", "apply", "floor"]
+            .into_iter()
+            .enumerate()
+        {
+            let namespace = format!("{arm}{turn}");
+            eprintln!("provisioning {} tenants: {arm} ({}/6)…", args.tenants, turn + 1);
+            sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&mut superuser)
+                .await?;
+            let sessions_before = all_sessions(&mut superuser).await?;
+            let requests_before = plane.audited_requests();
+            let run = match arm {
+                "floor" => {
+                    measured(
+                        postmaster,
+                        None,
+                        &kubernetes,
+                        floor(&admin_url, &namespace, args.tenants, args.workers),
+                    )
+                    .await?
+                    .1
+                }
+                "apply" => {
+                    measured(
+                        postmaster,
+                        None,
+                        &kubernetes,
+                        apply(&exe, &work, &admin_url, &namespace, args.tenants, args.workers),
+                    )
+                    .await?
+                    .1
+                }
+                _ => {
+                    add_namespace(&client, &namespace).await?;
+                    measured(postmaster, operator.id(), &kubernetes, async {
+                        create_tenants(&client, &namespace, args.tenants, &server).await?;
+                        wait_for_all(&client, &namespace, args.tenants, "Ready", |t| {
+                            condition(t, "Ready")
+                        })
+                        .await
                     })
-                    .await
-                })
-                .await?
-                .1
+                    .await?
+                    .1
+                }
+            };
+            let (admin, others) = run_statements(&mut superuser).await?;
+            runs.push(RunStatements {
+                arm: arm.to_owned(),
+                sessions: all_sessions(&mut superuser).await? - sessions_before,
+                admin: admin
+                    .into_iter()
+                    .map(|(query, calls, ms)| (first_words(&query), calls, round(ms)))
+                    .collect(),
+                others,
+                requests: difference(&plane.audited_requests(), &requests_before),
+            });
+            match arm {
+                "floor" => floor_runs.push(run),
+                "apply" => apply_runs.push(run),
+                _ => operator_runs.push(run),
             }
-        };
-        let admin: Vec<(String, i64, f64)> = sqlx::query_as(
-            "SELECT query, calls, total_exec_time FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
-              WHERE r.rolname = $1 ORDER BY total_exec_time DESC",
-        )
-        .bind(ADMIN_ROLE)
-        .fetch_all(&mut superuser)
-        .await?;
-        let others: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
-              WHERE r.rolname NOT IN ($1, current_user)",
-        )
-        .bind(ADMIN_ROLE)
-        .fetch_one(&mut superuser)
-        .await?;
-        runs.push(RunStatements {
-            arm: arm.to_owned(),
-            sessions: all_sessions(&mut superuser).await? - sessions_before,
-            admin: admin
-                .into_iter()
-                .map(|(query, calls, ms)| (first_words(&query), calls, round(ms)))
-                .collect(),
-            others,
-            requests: difference(&plane.audited_requests(), &requests_before),
-        });
-        match arm {
-            "floor" => floor_runs.push(run),
-            "apply" => apply_runs.push(run),
-            _ => operator_runs.push(run),
+            // Every run starts on a server with the same databases: a server's
+            // later databases cost more than its first (measured: the same
+            // floor at 4.5 s and 12.3 s for 200 tenants with 0 and 1,000
+            // databases already there), and A B B A means cancel only a linear
+            // growth.
+            if arm == "operator" {
+                forget_tenants(&client, &namespace).await?;
+            }
+            drop_databases_and_roles(&mut superuser, &namespace).await?;
         }
-        // Every run starts on a server with the same databases: a server's
-        // later databases cost more than its first (measured: the same
-        // floor at 4.5 s and 12.3 s for 200 tenants with 0 and 1,000
-        // databases already there), and A B B A means cancel only a linear
-        // growth.
-        if arm == "operator" {
-            forget_tenants(&client, &namespace).await?;
-        }
-        drop_databases_and_roles(&mut superuser, &namespace).await?;
-    }
 
-    // 2. The steady state, on tenants of its own provisioned (untimed)
-    // after the measured runs, with an operator restarted at the steady
-    // state's resync period.
-    eprintln!("provisioning {} tenants for the steady state…", args.tenants);
-    add_namespace(&client, "steady").await?;
-    create_tenants(&client, "steady", args.tenants, &server).await?;
-    wait_for_all(&client, "steady", args.tenants, "Ready", |t| {
-        condition(t, "Ready")
-    })
-    .await?;
-    let _ = operator.kill().await;
-    Api::<DatabaseServer>::all(client.clone())
-        .patch(
-            &server,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"healthCheck": {
-                "interval": format!("{}s", args.interval_seconds),
-                "loginInterval": format!("{}s", args.login_seconds)}}})),
+        let provisioning = summarize_provisioning(args.tenants, floor_runs, apply_runs, operator_runs, runs);
+
+        // 2. The steady state, on tenants of its own provisioned (untimed)
+        // after the measured runs, with an operator restarted at the steady
+        // state's resync period.
+        eprintln!("provisioning {} tenants for the steady state…", args.tenants);
+        add_namespace(&client, "steady").await?;
+        create_tenants(&client, "steady", args.tenants, &server).await?;
+        wait_for_all(&client, "steady", args.tenants, "Ready", |t| {
+            condition(t, "Ready")
+        })
+        .await?;
+        let _ = operator.kill().await;
+        Api::<DatabaseServer>::all(client.clone())
+            .patch(
+                &server,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"healthCheck": args.health_check()}})),
+            )
+            .await?;
+        let mut operator = start_operator(
+            &exe,
+            &kubeconfig,
+            &work.join("operator-steady.log"),
+            Duration::from_secs(args.resync_seconds),
+            args.workers,
+        )?;
+        let steady_state = steady_state(
+            &args,
+            &client,
+            &plane,
+            &mut superuser,
+            postmaster,
+            &operator,
+            idle,
         )
         .await?;
-    let mut operator = start_operator(
-        &exe,
-        &kubeconfig,
-        &work.join("operator-steady.log"),
-        Duration::from_secs(args.resync_seconds),
-        args.workers,
-    )?;
-    let steady_state = steady_state(
-        &args,
-        &client,
-        &plane,
-        &mut superuser,
-        postmaster,
-        &operator,
-        idle,
-    )
-    .await?;
 
-    // 4. Reconcile latency.
-    eprintln!("timing {} spec changes…", args.changes);
-    let reconcile_latency = latency(&client, "steady", &mut superuser, args.changes).await?;
-    let _ = operator.kill().await;
+        // 4. Reconcile latency.
+        eprintln!("timing {} spec changes…", args.changes);
+        let reconcile_latency = latency(&client, "steady", &mut superuser, args.changes).await?;
+        let _ = operator.kill().await;
+
+        (Some(provisioning), Some(steady_state), Some(reconcile_latency))
+    };
 
     // 3. Memory, with a fresh operator.
     let memory = memory(&args, &exe, &work, &kubeconfig, &client, &server).await?;
 
-    let per_tenant = |runs: &[Cpu], of: fn(&Cpu) -> f64| {
-        runs.iter().map(of).sum::<f64>() / runs.len() as f64 / args.tenants as f64
-    };
-    let wall_ms = |runs: &[Cpu]| per_tenant(runs, |c| c.wall_seconds) * 1000.0;
-    let postgres_ms = |runs: &[Cpu]| per_tenant(runs, |c| c.postgres) * 1000.0;
-    let (floor_ms, apply_ms, operator_ms) = (
-        wall_ms(&floor_runs),
-        wall_ms(&apply_runs),
-        wall_ms(&operator_runs),
-    );
-    let (floor_pg, apply_pg, operator_pg) = (
-        postgres_ms(&floor_runs),
-        postgres_ms(&apply_runs),
-        postgres_ms(&operator_runs),
-    );
     let memory_all_provisioned_estimate = all_provisioned_estimate(&memory);
     let report = Report {
         machine: Machine {
@@ -594,22 +628,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         tenants: args.tenants,
         workers: args.workers,
-        provisioning: Provisioning {
-            floor_ms_per_tenant: round(floor_ms),
-            apply_ms_per_tenant: round(apply_ms),
-            operator_ms_per_tenant: round(operator_ms),
-            apply_ratio: round(apply_ms / floor_ms),
-            operator_ratio: round(operator_ms / floor_ms),
-            floor_postgres_cpu_ms_per_tenant: round(floor_pg),
-            apply_postgres_cpu_ms_per_tenant: round(apply_pg),
-            operator_postgres_cpu_ms_per_tenant: round(operator_pg),
-            apply_postgres_cpu_ratio: round(apply_pg / floor_pg),
-            operator_postgres_cpu_ratio: round(operator_pg / floor_pg),
-            floor_runs,
-            apply_runs,
-            operator_runs,
-            runs,
-        },
+        provisioning,
         steady_state,
         memory,
         memory_all_provisioned_estimate,
@@ -629,6 +648,69 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_table(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `pg_stat_statements` holds since its last reset: the admin role's
+/// statements (text, calls, execution milliseconds; the costliest first),
+/// and the number of statements run by anyone but the admin role and this
+/// process (the tenants').
+async fn run_statements(superuser: &mut PgConnection) -> anyhow::Result<(Vec<(String, i64, f64)>, i64)> {
+    let admin = sqlx::query_as(
+        "SELECT query, calls, total_exec_time FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+          WHERE r.rolname = $1 ORDER BY total_exec_time DESC",
+    )
+    .bind(ADMIN_ROLE)
+    .fetch_all(&mut *superuser)
+    .await?;
+    let others = sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+          WHERE r.rolname NOT IN ($1, current_user)",
+    )
+    .bind(ADMIN_ROLE)
+    .fetch_one(&mut *superuser)
+    .await?;
+    Ok((admin, others))
+}
+
+/// Each arm's mean over its two runs, per tenant, and the ratios to the floor.
+fn summarize_provisioning(
+    tenants: usize,
+    floor_runs: Vec<Cpu>,
+    apply_runs: Vec<Cpu>,
+    operator_runs: Vec<Cpu>,
+    runs: Vec<RunStatements>,
+) -> Provisioning {
+    let per_tenant = |runs: &[Cpu], of: fn(&Cpu) -> f64| {
+        runs.iter().map(of).sum::<f64>() / runs.len() as f64 / tenants as f64
+    };
+    let wall_ms = |runs: &[Cpu]| per_tenant(runs, |c| c.wall_seconds) * 1000.0;
+    let postgres_ms = |runs: &[Cpu]| per_tenant(runs, |c| c.postgres) * 1000.0;
+    let (floor_ms, apply_ms, operator_ms) = (
+        wall_ms(&floor_runs),
+        wall_ms(&apply_runs),
+        wall_ms(&operator_runs),
+    );
+    let (floor_pg, apply_pg, operator_pg) = (
+        postgres_ms(&floor_runs),
+        postgres_ms(&apply_runs),
+        postgres_ms(&operator_runs),
+    );
+    Provisioning {
+        floor_ms_per_tenant: round(floor_ms),
+        apply_ms_per_tenant: round(apply_ms),
+        operator_ms_per_tenant: round(operator_ms),
+        apply_ratio: round(apply_ms / floor_ms),
+        operator_ratio: round(operator_ms / floor_ms),
+        floor_postgres_cpu_ms_per_tenant: round(floor_pg),
+        apply_postgres_cpu_ms_per_tenant: round(apply_pg),
+        operator_postgres_cpu_ms_per_tenant: round(operator_pg),
+        apply_postgres_cpu_ratio: round(apply_pg / floor_pg),
+        operator_postgres_cpu_ratio: round(operator_pg / floor_pg),
+        floor_runs,
+        apply_runs,
+        operator_runs,
+        runs,
+    }
 }
 
 /// The largest point's memory as if all its tenants were provisioned: its
@@ -700,7 +782,7 @@ async fn steady_state(
     .await?;
     // Later rounds of logins, warm where the first met a cold database,
     // settle the smoothed latency.
-    tokio::time::sleep(Duration::from_secs(args.login_seconds * 3)).await;
+    tokio::time::sleep(Duration::from_secs(args.login_seconds() * 3)).await;
     let window = Duration::from_secs(args.window_seconds);
     let kubernetes = plane.pids();
     let admin_oid: sqlx::postgres::types::Oid =
@@ -784,8 +866,8 @@ async fn steady_state(
     // longer than any window here) from its setting.
     let scale = |measured: Duration, default: Duration| measured.as_secs_f64() / default.as_secs_f64();
     let (health_scale, login_scale, resync_scale) = (
-        scale(Duration::from_secs(args.interval_seconds), DEFAULT_INTERVAL),
-        scale(Duration::from_secs(args.login_seconds), DEFAULT_LOGIN_INTERVAL),
+        scale(Duration::from_secs(args.interval_seconds()), DEFAULT_INTERVAL),
+        scale(Duration::from_secs(args.login_seconds()), DEFAULT_LOGIN_INTERVAL),
         scale(Duration::from_secs(args.resync_seconds), DEFAULT_RESYNC),
     );
     let resync_per_hour = (resync_statements as f64 / n / hours) * resync_scale;
@@ -807,8 +889,8 @@ async fn steady_state(
     Ok(SteadyState {
         tenants: args.tenants,
         window_seconds: args.window_seconds,
-        interval_seconds: args.interval_seconds,
-        login_interval_seconds: args.login_seconds,
+        interval_seconds: args.interval_seconds(),
+        login_interval_seconds: args.login_seconds(),
         resync_seconds: args.resync_seconds,
         kubernetes_writes: writes_in_window,
         kubernetes_reads: requests
@@ -838,9 +920,10 @@ async fn steady_state(
 
 /// The operator's resident memory once its caches hold each of
 /// `--memory-objects` TenantDatabases, with a fresh operator: the steady
-/// state's tenants and more, provisioned on PostgreSQL up to
-/// [`REAL_MEMORY_TENANTS`] (Ready, with Secrets and health state), the rest
-/// on a server that does not exist (stalled, every one reconciled).
+/// state's tenants (unless `--memory-only`) and more, provisioned on
+/// PostgreSQL up to `--memory-provisioned` (Ready, with Secrets, health
+/// state and a login), the rest on a server that does not exist (stalled,
+/// every one reconciled).
 async fn memory(
     args: &Args,
     exe: &Path,
@@ -862,14 +945,14 @@ async fn memory(
         DEFAULT_RESYNC,
         args.workers,
     )?;
-    let own = args.tenants;
+    let own = if args.memory_only { 0 } else { args.tenants };
     let (mut real, mut ghosts) = (0, 0);
     let mut targets = args.memory_objects.clone();
     targets.sort_unstable();
     for objects in targets {
         eprintln!("reading the operator's memory with {objects} TenantDatabases…");
         let wanted = objects.saturating_sub(own);
-        let wanted_real = wanted.min(REAL_MEMORY_TENANTS.saturating_sub(own));
+        let wanted_real = wanted.min(args.memory_provisioned.saturating_sub(own));
         create_tenants_from(client, "memory", real, wanted_real.saturating_sub(real), server).await?;
         real = real.max(wanted_real);
         let wanted_ghosts = wanted - real;
@@ -1391,14 +1474,32 @@ async fn latency(
 }
 
 fn print_table(report: &Report) {
-    let p = &report.provisioning;
-    let s = &report.steady_state;
-    let l = &report.reconcile_latency;
-    println!(
-        "tenantdb-bench: {} tenants, {} workers, {} CPUs, PostgreSQL {}",
-        report.tenants, report.workers, report.machine.cpus, report.machine.postgres
+    let machine = format!(
+        "{} CPUs, PostgreSQL {}",
+        report.machine.cpus, report.machine.postgres
     );
+    if report.provisioning.is_some() {
+        println!(
+            "tenantdb-bench: {} tenants, {} workers, {machine}",
+            report.tenants, report.workers
+        );
+    } else {
+        println!("tenantdb-bench --memory-only: {machine}");
+    }
     println!();
+    if let Some(p) = &report.provisioning {
+        print_provisioning(p);
+    }
+    if let Some(s) = &report.steady_state {
+        print_steady_state(s);
+    }
+    print_memory(report);
+    if let Some(l) = &report.reconcile_latency {
+        print_latency(l);
+    }
+}
+
+fn print_provisioning(p: &Provisioning) {
     println!(
         "{:<40} {:>12} {:>16}",
         "provisioning, per tenant (A B B A means)", "wall clock", "PostgreSQL CPU"
@@ -1458,6 +1559,9 @@ fn print_table(report: &Report) {
         }
     }
     println!();
+}
+
+fn print_steady_state(s: &SteadyState) {
     println!(
         "steady state, {} tenants Ready, {} s (health every {} s, logins every {} s, resync every {} s)",
         s.tenants, s.window_seconds, s.interval_seconds, s.login_interval_seconds, s.resync_seconds
@@ -1520,6 +1624,9 @@ fn print_table(report: &Report) {
         println!("{name:<52} {x:>14.2} {y:>14.2}");
     }
     println!();
+}
+
+fn print_memory(report: &Report) {
     for point in &report.memory {
         println!(
             "{:<52} {:>8.1} MiB",
@@ -1538,6 +1645,9 @@ fn print_table(report: &Report) {
         );
     }
     println!();
+}
+
+fn print_latency(l: &Latency) {
     println!(
         "reconcile latency, spec change to CONNECTION LIMIT, {} changes",
         l.changes

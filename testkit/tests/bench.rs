@@ -20,7 +20,9 @@ fn a_small_benchmark_run_completes_and_reports_every_figure() {
             "--workers",
             "2",
             "--memory-objects",
-            "20",
+            "12,16,20",
+            "--memory-provisioned",
+            "16",
             "--changes",
             "3",
             "--window-seconds",
@@ -88,13 +90,59 @@ fn a_small_benchmark_run_completes_and_reports_every_figure() {
     let hourly = &steady["per_tenant_hour"];
     assert!(hourly["logins"].as_f64().unwrap() > 0.0, "{report}");
     assert!(hourly["admin_statements"].as_f64().unwrap() > 0.0, "{report}");
-    let memory = report["memory"].as_array().unwrap();
-    assert_eq!(memory.len(), 1);
-    assert_eq!(memory[0]["objects"], 20);
-    assert_eq!(memory[0]["provisioned"], 20, "{report}");
-    assert!(memory[0]["rss_mib"].as_f64().unwrap() > 1.0);
+    // The steady state's 5 tenants count among the memory's objects; of
+    // 20, 16 are provisioned and 4 stand on a server that does not exist.
+    assert_eq!(memory_points(&report), [(12, 12), (16, 16), (20, 16)], "{report}");
+    let estimate = &report["memory_all_provisioned_estimate"];
+    assert_eq!(estimate["objects"], 20, "{report}");
+    assert_eq!(estimate["provisioned"], 20, "{report}");
     let latency = &report["reconcile_latency"];
     assert_eq!(latency["changes"], 3);
     assert!(latency["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(latency["p99_ms"].as_f64().unwrap() >= latency["p50_ms"].as_f64().unwrap());
+}
+
+/// Each memory point's (objects, provisioned), after checking it has an RSS.
+fn memory_points(report: &serde_json::Value) -> Vec<(u64, u64)> {
+    let points = report["memory"].as_array().unwrap();
+    points
+        .iter()
+        .map(|p| {
+            assert!(p["rss_mib"].as_f64().unwrap() > 1.0, "{report}");
+            (p["objects"].as_u64().unwrap(), p["provisioned"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_memory_only_run_provisions_what_it_is_told_and_nothing_else() {
+    // `make bench-fleet` runs this mode with 10,000 tenants; here 8, of
+    // which 6 provisioned, with short health settings so that the first
+    // logins it waits for come within seconds.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenantdb-bench"))
+        .args([
+            "--memory-only",
+            "--memory-objects",
+            "4,8",
+            "--memory-provisioned",
+            "6",
+            "--interval-seconds",
+            "1",
+            "--login-seconds",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for part in ["provisioning", "steady_state", "reconcile_latency"] {
+        assert!(report[part].is_null(), "{part}: {report}");
+    }
+    assert_eq!(memory_points(&report), [(4, 4), (8, 6)], "{report}");
+    // No two all-provisioned points below the largest: no estimate.
+    assert!(report["memory_all_provisioned_estimate"].is_null(), "{report}");
+    // The provisioning arms never ran.
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("warming up"), "{stderr}");
 }
