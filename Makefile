@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := test
-TENANTDB := target/debug/tenantdb
+TENANTDB := $(or $(CARGO_TARGET_DIR),target)/debug/tenantdb
 
 .PHONY: demo test deps crds bench bench-fleet control-plane cluster e2e
 

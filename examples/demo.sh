@@ -3,7 +3,7 @@
 # TENANTDB_ADMIN_URL to a throwaway PostgreSQL): preview, provision, prove
 # idempotence, log in as a tenant with its generated Secret.
 set -euo pipefail
-tenantdb=${TENANTDB:-target/debug/tenantdb}
+tenantdb=${TENANTDB:-${CARGO_TARGET_DIR:-target}/debug/tenantdb}
 secrets=$(mktemp -d)
 trap 'rm -rf "$secrets"' EXIT
 psql=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -n 1)

@@ -19,7 +19,7 @@ objects=${FLEET_MEMORY_OBJECTS:-1000,5000,10000}
 provisioned=${FLEET_PROVISIONED:-10000}
 image_dir=${FLEET_IMAGE_DIR:-/var/tmp}
 image_size=${FLEET_IMAGE_SIZE:-64G}
-bench=${TENANTDB_BENCH:-target/release/tenantdb-bench}
+bench=${TENANTDB_BENCH:-${CARGO_TARGET_DIR:-target}/release/tenantdb-bench}
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "bench-fleet: needs root (it mounts a loop device); run it with sudo" >&2
