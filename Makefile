@@ -2,7 +2,7 @@
 #   make demo   the main job: a throwaway PostgreSQL, examples/ provisioned on it, a tenant login
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
 #   make bench  the benchmark (release build; docs/benchmarks.md)
-#   make bench-fleet  the operator's memory with 10,000 provisioned tenants (root; about an hour)
+#   make bench-fleet  the operator's memory with 10,000 provisioned tenants (root; about three hours)
 #   make cluster  a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback, until Ctrl-C
 #   make e2e    the operator tests against that real control plane (E2E_FILTER=name picks tests)
 # `make crds` regenerates crds/ and the chart's copy after an API change.

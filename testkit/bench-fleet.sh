@@ -12,7 +12,7 @@
 # there; on exit it unmounts and deletes the file. About 20 GB of real disk
 # are written. It needs root (losetup, mount) and btrfs-progs (installed
 # from Debian's packages when missing). A run of 10,000 tenants takes about
-# an hour on 2 cores. Arguments are passed on to tenantdb-bench.
+# three hours on 2 cores. Arguments are passed on to tenantdb-bench.
 set -euo pipefail
 
 objects=${FLEET_MEMORY_OBJECTS:-1000,5000,10000}
