@@ -748,7 +748,7 @@ async fn a_streaming_list_watcher_gets_the_current_objects_then_init_done(cluste
     }
     let mut stream = watcher(api, watcher::Config::default().streaming_lists()).boxed();
     let mut initial = Vec::new();
-    let done = tokio::time::timeout(Duration::from_secs(5), async {
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(event) = stream.try_next().await.unwrap() {
             match event {
                 watcher::Event::InitApply(cm) => initial.push(cm.metadata.name.unwrap()),

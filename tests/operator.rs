@@ -1859,3 +1859,326 @@ async fn a_watch_that_falls_out_of_the_compaction_window_relists() {
         .expect("the tenant created during the partition works");
     operator.stop().await;
 }
+
+/// The tenants of `namespace` by the condition that settled them: the
+/// server of each Ready one, the reason of each Stalled one.
+async fn settled(cluster: &TestCluster, namespace: &str, count: usize) -> BTreeMap<String, String> {
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let tenants = api.list(&Default::default()).await.unwrap().items;
+        let outcomes: BTreeMap<String, String> = tenants
+            .iter()
+            .filter_map(|t| {
+                let name = t.metadata.name.clone()?;
+                if condition(t, "Ready").is_some_and(|c| c.status == "True") {
+                    Some((name, t.status.as_ref()?.server.clone()?))
+                } else {
+                    let stalled = condition(t, "Stalled").filter(|c| c.status == "True")?;
+                    Some((name, stalled.reason.clone()))
+                }
+            })
+            .collect();
+        if outcomes.len() == count {
+            return outcomes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{namespace}: only {} of {count} tenants settled: {outcomes:?}",
+            outcomes.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The race: ten tenants without `spec.server`, created at once, are
+/// reconciled eight at a time while the servers' `status.databases` (what
+/// placement used to count) is seconds stale — before the fix all ten
+/// landed on one server with room for three. Placement now counts under
+/// one lock from the tenants recorded on each server plus its own
+/// placements in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_placements_never_fill_a_server_past_its_capacity() {
+    let cluster = TestCluster::start().await;
+    let admin = support::admin().await;
+    let pool = format!("p{}", &tenantdb::password::generate()[..6].to_lowercase());
+    let servers = [server_name("full-a"), server_name("full-b")];
+    for server in &servers {
+        add_server_with(&cluster, server, admin, json!({"capacity": {"maxDatabases": 3}})).await;
+        Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+            .patch(
+                server,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"tenantdb.io/pool": pool}}})),
+            )
+            .await
+            .unwrap();
+    }
+    let ns = cluster.namespace("placed").await;
+    let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+    // All ten exist before the operator starts, so its first reconciles
+    // run together.
+    for name in &names {
+        add_tenant(
+            &cluster,
+            &ns,
+            name,
+            json!({"serverSelector": {"matchLabels": {"tenantdb.io/pool": pool}}}),
+        )
+        .await;
+    }
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    let outcomes = settled(&cluster, &ns, names.len()).await;
+    let count = |what: &str| outcomes.values().filter(|v| *v == what).count();
+    assert_eq!(count(&servers[0]), 3, "{outcomes:?}");
+    assert_eq!(count(&servers[1]), 3, "{outcomes:?}");
+    assert_eq!(count("NoServerAvailable"), 4, "{outcomes:?}");
+    // Only the placed tenants have databases.
+    let prefix = ns.replace('-', "_");
+    for (name, outcome) in &outcomes {
+        let exists = database_exists(&format!("{prefix}_{name}")).await;
+        assert_eq!(exists, servers.contains(outcome), "{name}: {outcome}");
+    }
+    // A tenant naming a full server is refused too, and says so.
+    add_tenant(&cluster, &ns, "named", json!({"server": servers[0]})).await;
+    let refused = wait_for(&cluster, &ns, "named", "Stalled", |t| {
+        condition(t, "Stalled").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let stalled = condition(&refused, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "ServerFull", "{}", stalled.message);
+    assert!(
+        stalled.message.contains("3 placed, capacity.maxDatabases 3"),
+        "{}",
+        stalled.message
+    );
+    assert!(!database_exists(&format!("{prefix}_named")).await);
+    operator.stop().await;
+}
+
+/// The race: the placement used to be recorded in the status write at the
+/// end of the reconcile, after the SQL, so an operator that died or could
+/// not write status in between left a database on a server the tenant was
+/// not recorded on (and the next reconcile could place it elsewhere). An
+/// admission policy makes the API server refuse this tenant's status
+/// writes: before the fix the database was created anyway; now nothing
+/// runs until the placement is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_is_recorded_before_any_sql_runs() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("first");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("first").await;
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    let policy = format!("deny-status-{ns}");
+    let policies: Api<kube::api::DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+        )),
+    );
+    let bindings: Api<kube::api::DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+        )),
+    );
+    let deny: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["tenantdb.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                "resources": ["tenantdatabases/status"]}]},
+            "validations": [{"expression": format!("object.metadata.namespace != '{ns}'"),
+                             "message": "status writes refused by the test"}]
+        }
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &deny).await.unwrap();
+    let binding: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"]}
+    }))
+    .unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    // The policy is in force once the API server refuses a status write.
+    let tenants: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tenants
+        .patch_status(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Pending"}})),
+        )
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the admission policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    // Two reconciles failed (each at its first status write).
+    let failed = "tenantdb_reconcile_total{controller=\"tenantdatabase\",result=\"transient\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while operator.metric(failed).await < 2.0 {
+        assert!(Instant::now() < deadline, "the operator never tried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let database = format!("{}_acme", ns.replace('-', "_"));
+    assert!(
+        !database_exists(&database).await,
+        "a database was created before its placement was recorded"
+    );
+
+    // Once status can be written, the tenant is placed and provisioned.
+    bindings.delete(&policy, &DeleteParams::default()).await.unwrap();
+    policies.delete(&policy, &DeleteParams::default()).await.unwrap();
+    let ready = wait_ready(&cluster, &ns, "acme").await;
+    assert_eq!(ready.status.unwrap().server.as_deref(), Some(server.as_str()));
+    assert!(database_exists(&database).await);
+    operator.stop().await;
+}
+
+/// Every path out of the finalizer under `deletionPolicy: Delete` did what
+/// the policy says or says why not. Before the fix a tenant whose spec
+/// named another server, or whose namespace the server no longer admitted,
+/// lost its finalizer with nothing dropped and no Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_drops_or_says_why_and_only_a_person_lets_data_go() {
+    let cluster = TestCluster::start().await;
+    let admin = support::admin().await;
+    let server = server_name("exits");
+    add_server_with(
+        &cluster,
+        &server,
+        admin,
+        json!({"allowedNamespaces": {"matchLabels": {"tenantdb.io/tenants": "yes"}}}),
+    )
+    .await;
+    let ns = cluster.namespace("exits").await;
+    let namespaces = Api::<Namespace>::all(cluster.client.clone());
+    let label =
+        |value: Option<&str>| Patch::Merge(json!({"metadata": {"labels": {"tenantdb.io/tenants": value}}}));
+    namespaces
+        .patch(&ns, &PatchParams::default(), &label(Some("yes")))
+        .await
+        .unwrap();
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .patch(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tenantdb.io/pool": "exits"}}})),
+        )
+        .await
+        .unwrap();
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    let delete = json!({"server": server, "deletionPolicy": "Delete"});
+    for name in ["evicted", "orphaned"] {
+        add_tenant(&cluster, &ns, name, delete.clone()).await;
+    }
+    // (`spec.server` cannot change once set; a tenant placed by selector
+    // can be given another one.)
+    add_tenant(
+        &cluster,
+        &ns,
+        "moved",
+        json!({"serverSelector": {"matchLabels": {"tenantdb.io/pool": "exits"}}, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    // Never placed: nothing to drop, and the Event says so.
+    add_tenant(
+        &cluster,
+        &ns,
+        "homeless",
+        json!({"serverSelector": {"matchLabels": {"no": "such-server"}}, "deletionPolicy": "Delete"}),
+    )
+    .await;
+    for name in ["moved", "evicted", "orphaned"] {
+        wait_ready(&cluster, &ns, name).await;
+    }
+    wait_for(&cluster, &ns, "homeless", "Stalled", |t| {
+        condition(t, "Stalled").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let database = |name: &str| format!("{}_{name}", ns.replace('-', "_"));
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+
+    // spec.server naming another server after placement: refused while
+    // it lives, and its database is dropped on the server it is on.
+    api.patch(
+        "moved",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"server": "elsewhere"}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&cluster, &ns, "moved", "ServerChanged", |t| {
+        condition(t, "Stalled").is_some_and(|c| c.reason == "ServerChanged")
+    })
+    .await;
+    api.delete("moved", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "moved").await;
+    assert!(!database_exists(&database("moved")).await, "moved: dropped");
+    wait_event(&cluster, &ns, "moved", "Deleted").await;
+
+    // The namespace no longer admitted: its tenants' databases still go.
+    namespaces
+        .patch(&ns, &PatchParams::default(), &label(None))
+        .await
+        .unwrap();
+    api.delete("evicted", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "evicted").await;
+    assert!(!database_exists(&database("evicted")).await, "evicted: dropped");
+    wait_event(&cluster, &ns, "evicted", "Deleted").await;
+
+    api.delete("homeless", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "homeless").await;
+    wait_event(&cluster, &ns, "homeless", "NothingToDelete").await;
+
+    // The server is gone for good: the deletion waits, says why and how
+    // to let go; the annotation lets go and leaves the data.
+    Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone())
+        .delete(&server, &DeleteParams::default())
+        .await
+        .unwrap();
+    api.delete("orphaned", &DeleteParams::default()).await.unwrap();
+    let blocked = wait_for(&cluster, &ns, "orphaned", "Deleting", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(tenantdb::api::tenant_database::TenantPhase::Deleting)
+    })
+    .await;
+    let message = &condition(&blocked, "Ready").unwrap().message;
+    assert!(
+        message.contains("not found") && message.contains("tenantdb.io/leave-data-on-delete=true"),
+        "{message}"
+    );
+    wait_event(&cluster, &ns, "orphaned", "DeletionBlocked").await;
+    assert!(
+        api.get_opt("orphaned").await.unwrap().is_some(),
+        "the finalizer holds"
+    );
+    api.patch(
+        "orphaned",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"tenantdb.io/leave-data-on-delete": "true"}}})),
+    )
+    .await
+    .unwrap();
+    wait_gone(&api, "orphaned").await;
+    wait_event(&cluster, &ns, "orphaned", "DataLeft").await;
+    assert!(
+        database_exists(&database("orphaned")).await,
+        "the data was left, as asked"
+    );
+    operator.stop().await;
+}

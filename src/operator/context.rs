@@ -40,6 +40,8 @@ pub struct Context {
     pub health: HealthBook,
     /// Whether the running controllers' caches have synced.
     pub synced: std::sync::atomic::AtomicBool,
+    /// Placements written and not yet cached, under the placement lock.
+    pub placements: super::placement::Placements,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -63,6 +65,7 @@ impl Context {
             index_jobs,
             health: HealthBook::default(),
             synced: std::sync::atomic::AtomicBool::new(false),
+            placements: Default::default(),
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

@@ -8,6 +8,7 @@ mod context;
 mod http;
 mod metrics;
 mod monitor;
+mod placement;
 mod pools;
 mod server;
 mod tenant;
@@ -433,13 +434,15 @@ impl kube::runtime::utils::Backoff for EachWatchBacksOffAlone {
 }
 
 /// What a tenant's reconcile depends on in the object itself: the spec (its
-/// generation), finalizers and deletion.
+/// generation), finalizers, deletion and the annotation that lets a
+/// blocked deletion go.
 fn reconcile_worthy(tenant: &TenantDatabase) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     tenant.metadata.generation.hash(&mut hasher);
     tenant.metadata.finalizers.hash(&mut hasher);
     tenant.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    tenant.annotations().get(tenant::LEAVE_DATA).hash(&mut hasher);
     Some(hasher.finish())
 }
 

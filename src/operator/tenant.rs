@@ -1,7 +1,9 @@
-//! The `TenantDatabase` controller: locate the server, run the shared
-//! reconcile core, keep the connection Secret, and write status only when it
-//! changed. Cleanup (the `tenantdb.io/cleanup` finalizer) honours
-//! `deletionPolicy`.
+//! The `TenantDatabase` controller: locate the server (placing a new tenant
+//! and recording it first, [`super::placement`]), run the shared reconcile
+//! core, keep the connection Secret, and write status only when it changed.
+//! Cleanup (the `tenantdb.io/cleanup` finalizer) honours `deletionPolicy`,
+//! or says why it cannot and keeps the finalizer until a person sets
+//! [`LEAVE_DATA`]. I/O: the Kubernetes API, PostgreSQL (through the core).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalize, finalizer};
 use kube::{Resource, ResourceExt};
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::metrics::{ControllerLabel, ErrorLabels, ReconcileLabels};
-use super::{OperatorError, Stores};
+use super::{OperatorError, Stores, placement};
 use crate::admin_access::AdminCredentials;
 use crate::api::tenant_database::{DeletionPolicy, IndexPhase, TenantDatabaseStatus};
 use crate::api::{DatabaseServer, TenantDatabase};
@@ -394,19 +395,45 @@ async fn cleanup(
         .await;
         return Ok(Action::await_change());
     }
+    if tenant.annotations().get(LEAVE_DATA).is_some_and(|v| v == "true") {
+        let status = tenant.status.as_ref();
+        let what = match (
+            status.and_then(|s| s.database_name.as_deref()),
+            status.and_then(|s| s.server.as_deref()),
+        ) {
+            (Some(database), Some(server)) => format!("database {database} and its role on {server} were"),
+            _ => "whatever was provisioned was".to_owned(),
+        };
+        ctx.event(
+            tenant.as_ref(),
+            true,
+            "DataLeft",
+            format!("{LEAVE_DATA}=true: {what} not dropped although deletionPolicy is Delete; drop them by hand if they should go"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
     let located = match locate(&tenant, ctx, stores, true).await? {
         Ok(located) => located,
+        // Placement is recorded before any SQL runs, so a tenant never
+        // placed, or whose spec never resolved to a database, has nothing
+        // to drop.
         Err(failure)
-            if matches!(
-                failure.reason,
-                "ServerNotFound" | "AdminSecretMissing" | "AdminSecretInvalid"
-            ) =>
+            if failure.reason == "NotPlaced"
+                || (failure.reason == "InvalidSpec"
+                    && tenant.status.as_ref().is_none_or(|s| s.database_name.is_none())) =>
         {
-            // The data may still exist; say why it cannot be dropped and retry.
-            return block_deletion(&tenant, ctx, &failure.message).await;
+            ctx.event(
+                tenant.as_ref(),
+                false,
+                "NothingToDelete",
+                format!("nothing was provisioned, nothing to drop: {}", failure.message),
+            )
+            .await;
+            return Ok(Action::await_change());
         }
-        // Nothing was ever provisioned for a spec that cannot be resolved.
-        Err(_) => return Ok(Action::await_change()),
+        // The data may still exist: say why it cannot be dropped, and retry.
+        Err(failure) => return block_deletion(&tenant, ctx, &failure.message).await,
     };
     let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
     match reconcile::delete(&pool, &admin, &located.desired, Mode::Apply).await {
@@ -438,6 +465,11 @@ async fn cleanup(
     }
 }
 
+/// The annotation by which a person lets a tenant under `deletionPolicy:
+/// Delete` go without dropping its database and role — the way out when
+/// the deletion cannot proceed (its server is gone for good).
+pub const LEAVE_DATA: &str = "tenantdb.io/leave-data-on-delete";
+
 /// Reports in status (and, on the transition, an Event) why a deletion
 /// cannot finish yet, and fails so the controller retries with backoff.
 async fn block_deletion(
@@ -445,7 +477,9 @@ async fn block_deletion(
     ctx: &Context,
     reason: &str,
 ) -> Result<Action, OperatorError> {
-    let message = format!("cannot drop the database yet: {reason}");
+    let message = format!(
+        "cannot drop the database yet: {reason} (to let the tenant go without dropping it, annotate it {LEAVE_DATA}=true)"
+    );
     let new = status::deleting(
         tenant.status.as_ref(),
         tenant.metadata.generation,
@@ -456,9 +490,13 @@ async fn block_deletion(
     Err(OperatorError::Transient(message))
 }
 
-/// Finds the tenant's server (the one in status, else spec.server, else by
-/// placement), checks the server admits the namespace, reads the admin
-/// credentials and resolves the spec. The inner error is a failure to report.
+/// Finds the tenant's server — the one recorded in `status.server`, else
+/// (a tenant not placed yet) the one placement chooses and records first
+/// ([`placement`]); when deleting, a tenant never placed falls back to
+/// `spec.server` — checks the server admits the namespace (not when
+/// deleting: the tenant's database was admitted when it was made), reads
+/// the admin credentials and resolves the spec. The inner error is a
+/// failure to report.
 async fn locate(
     tenant: &TenantDatabase,
     ctx: &Context,
@@ -472,43 +510,50 @@ async fn locate(
             permanent: true,
         }))
     };
-    let placed = tenant.status.as_ref().and_then(|s| s.server.clone());
-    if let (Some(placed), Some(wanted)) = (&placed, &tenant.spec.server)
-        && placed != wanted
-    {
-        return permanent(
-            "ServerChanged",
-            format!("the tenant is on DatabaseServer {placed}; moving it to {wanted} is not supported"),
-        );
-    }
-    let server = match placed.or_else(|| tenant.spec.server.clone()) {
-        Some(name) => match stores
+    let lookup = |name: &str| {
+        stores
             .servers
-            .get(&kube::runtime::reflector::ObjectRef::new(&name))
-        {
-            Some(server) => server,
-            None => return permanent("ServerNotFound", format!("DatabaseServer {name} not found")),
-        },
-        None if deleting => return permanent("NotPlaced", "the tenant was never placed on a server".into()),
-        None => match place(tenant, stores) {
-            Some(server) => server,
-            None => {
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+    };
+    let placed = tenant.status.as_ref().and_then(|s| s.server.clone());
+    let server = match (placed, deleting) {
+        (Some(placed), _) => {
+            if let Some(wanted) = &tenant.spec.server
+                && *wanted != placed
+                && !deleting
+            {
                 return permanent(
-                    "NoServerAvailable",
-                    "no DatabaseServer matches spec.serverSelector with room for another database".into(),
+                    "ServerChanged",
+                    format!(
+                        "the tenant is on DatabaseServer {placed}; moving it to {wanted} is not supported"
+                    ),
                 );
             }
+            match lookup(&placed) {
+                Some(server) => server,
+                None => return permanent("ServerNotFound", format!("DatabaseServer {placed} not found")),
+            }
+        }
+        (None, true) => match &tenant.spec.server {
+            Some(name) => match lookup(name) {
+                Some(server) => server,
+                None => return permanent("ServerNotFound", format!("DatabaseServer {name} not found")),
+            },
+            None => return permanent("NotPlaced", "the tenant was never placed on a server".into()),
+        },
+        (None, false) => match placement::place(tenant, &ctx.client, stores, &ctx.placements).await? {
+            Ok(server) => server,
+            Err(failure) => return Ok(Err(failure)),
         },
     };
     let namespace = tenant.namespace().unwrap_or_default();
-    if let Some(selector) = &server.spec.allowed_namespaces {
+    if !deleting && server.spec.allowed_namespaces.is_some() {
         let labels = Api::<Namespace>::all(ctx.client.clone())
             .get_opt(&namespace)
             .await?
             .map(|ns| ns.labels().clone())
             .unwrap_or_default();
-        let allowed = Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(&labels));
-        if !allowed {
+        if !placement::admits(&server, &labels) {
             return permanent(
                 "NamespaceNotAllowed",
                 format!(
@@ -542,35 +587,6 @@ async fn locate(
         })),
         Err(error) => permanent("InvalidSpec", error.to_string()),
     }
-}
-
-/// Placement for a tenant without a server: among the servers its selector
-/// matches, the one with the most room for databases (then by name).
-fn place(tenant: &TenantDatabase, stores: &Stores) -> Option<Arc<DatabaseServer>> {
-    let selector = tenant.spec.server_selector.clone().map(Selector::try_from);
-    let selector = match selector {
-        Some(Ok(selector)) => Some(selector),
-        Some(Err(_)) => return None,
-        None => None,
-    };
-    let mut candidates: Vec<(i64, String, Arc<DatabaseServer>)> = stores
-        .servers
-        .state()
-        .into_iter()
-        .filter(|s| selector.as_ref().is_none_or(|sel| sel.matches(s.labels())))
-        .filter_map(|s| {
-            let used = i64::from(s.status.as_ref().and_then(|st| st.databases).unwrap_or(0));
-            let room = s
-                .spec
-                .capacity
-                .as_ref()
-                .and_then(|c| c.max_databases)
-                .map_or(i64::MAX, |max| i64::from(max) - used);
-            (room > 0).then(|| (room, s.name_any(), s))
-        })
-        .collect();
-    candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    candidates.into_iter().next().map(|(_, _, s)| s)
 }
 
 fn owned_by(secret: &Secret, tenant: &TenantDatabase) -> bool {
