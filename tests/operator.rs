@@ -163,6 +163,70 @@ async fn add_server_with(cluster: &TestCluster, name: &str, admin: &AdminLogin, 
         .unwrap();
 }
 
+/// A ValidatingAdmissionPolicy that makes the API server refuse UPDATEs of
+/// a status subresource where `expression` (CEL over `object`) is false.
+struct StatusWritesRefused {
+    name: String,
+    policies: Api<kube::api::DynamicObject>,
+    bindings: Api<kube::api::DynamicObject>,
+}
+
+impl StatusWritesRefused {
+    async fn create(cluster: &TestCluster, name: &str, resource: &str, expression: &str) -> Self {
+        let api = |kind: &str| -> Api<kube::api::DynamicObject> {
+            Api::all_with(
+                cluster.client.clone(),
+                &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                    "admissionregistration.k8s.io",
+                    "v1",
+                    kind,
+                )),
+            )
+        };
+        let (policies, bindings) = (
+            api("ValidatingAdmissionPolicy"),
+            api("ValidatingAdmissionPolicyBinding"),
+        );
+        let deny: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["tenantdb.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                    "resources": [resource]}]},
+                "validations": [{"expression": expression,
+                                 "message": "status writes refused by the test"}]
+            }
+        }))
+        .unwrap();
+        policies.create(&PostParams::default(), &deny).await.unwrap();
+        let binding: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"]}
+        }))
+        .unwrap();
+        bindings.create(&PostParams::default(), &binding).await.unwrap();
+        StatusWritesRefused {
+            name: name.to_owned(),
+            policies,
+            bindings,
+        }
+    }
+
+    async fn lift(self) {
+        self.bindings
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap();
+        self.policies
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
 fn server_name(label: &str) -> String {
     format!(
         "pg-{label}-{}",
@@ -404,6 +468,61 @@ async fn event_reasons(cluster: &TestCluster, namespace: &str, name: &str) -> Ve
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter_map(|e| e.reason)
         .collect()
+}
+
+/// The storm: a server's status counts its databases, so it is written
+/// each time a tenant is placed, and every write used to re-queue every
+/// tenant on that server — at fleet scale the whole server was reconciled
+/// again for each tenant provisioned. Twelve tenants settle, a thirteenth
+/// is placed (the server's status is written), and the reconciles that
+/// follow are the newcomer's own; before the fix they were at least
+/// thirteen more.
+#[tokio::test]
+async fn a_tenant_placed_does_not_requeue_the_tenants_already_there() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("storm");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("storm").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    for i in 0..12 {
+        add_tenant(&cluster, &ns, &format!("t{i:02}"), json!({"server": server})).await;
+    }
+    for i in 0..12 {
+        wait_ready(&cluster, &ns, &format!("t{i:02}")).await;
+    }
+    wait_server_databases(&cluster, &server, 12).await;
+    wait_until_no_writes(&cluster).await;
+    let reconciled = r#"tenantdb_reconcile_total{controller="tenantdatabase",result="ok"}"#;
+    let before = operator.metric(reconciled).await;
+    add_tenant(&cluster, &ns, "late", json!({"server": server})).await;
+    wait_ready(&cluster, &ns, "late").await;
+    wait_server_databases(&cluster, &server, 13).await;
+    // A re-queue follows the server's watch event within milliseconds;
+    // two seconds is ample for it to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles = operator.metric(reconciled).await - before;
+    assert!(
+        (1.0..=6.0).contains(&reconciles),
+        "only the newcomer is reconciled (placement, finalizer, Secret): {reconciles} reconciles"
+    );
+    operator.stop().await;
+}
+
+/// Waits until the server's status counts `databases`.
+async fn wait_server_databases(cluster: &TestCluster, server: &str, databases: i32) {
+    let servers = Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = servers.get(server).await.unwrap().status;
+        if status.as_ref().and_then(|s| s.databases) == Some(databases) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {server} never counted {databases} databases: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -884,6 +1003,33 @@ async fn a_missing_server_or_a_namespace_the_server_refuses_stalls_the_tenant() 
         .await
         .unwrap();
     let ns = cluster.namespace("picky").await;
+    // The server's status writes are refused, so nothing the server does
+    // can re-queue the refused tenant: only its namespace's labels can
+    // (the resync is 300 s). Before the namespace was watched, nothing did.
+    let refusal = StatusWritesRefused::create(
+        &cluster,
+        &format!("deny-status-{server}"),
+        "databaseservers/status",
+        &format!("object.metadata.name != '{server}'"),
+    )
+    .await;
+    let servers = Api::<tenantdb::api::DatabaseServer>::all(cluster.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while servers
+        .patch_status(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"databases": 0}})),
+        )
+        .await
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the admission policy never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let operator = Operator::start(&cluster, Duration::from_secs(300));
     add_tenant(&cluster, &ns, "refused", json!({"server": server})).await;
     add_tenant(&cluster, &ns, "lost", json!({"server": "no-such-server"})).await;
@@ -919,6 +1065,7 @@ async fn a_missing_server_or_a_namespace_the_server_refuses_stalls_the_tenant() 
         .unwrap();
     wait_ready(&cluster, &ns, "refused").await;
     operator.stop().await;
+    refusal.lift().await;
 }
 
 #[tokio::test]
@@ -1970,44 +2117,13 @@ async fn a_placement_is_recorded_before_any_sql_runs() {
     add_server(&cluster, &server, support::admin().await).await;
     let ns = cluster.namespace("first").await;
     add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
-    let policy = format!("deny-status-{ns}");
-    let policies: Api<kube::api::DynamicObject> = Api::all_with(
-        cluster.client.clone(),
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingAdmissionPolicy",
-        )),
-    );
-    let bindings: Api<kube::api::DynamicObject> = Api::all_with(
-        cluster.client.clone(),
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingAdmissionPolicyBinding",
-        )),
-    );
-    let deny: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": policy},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": ["tenantdb.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
-                "resources": ["tenantdatabases/status"]}]},
-            "validations": [{"expression": format!("object.metadata.namespace != '{ns}'"),
-                             "message": "status writes refused by the test"}]
-        }
-    }))
-    .unwrap();
-    policies.create(&PostParams::default(), &deny).await.unwrap();
-    let binding: kube::api::DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": policy},
-        "spec": {"policyName": policy, "validationActions": ["Deny"]}
-    }))
-    .unwrap();
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let refusal = StatusWritesRefused::create(
+        &cluster,
+        &format!("deny-status-{ns}"),
+        "tenantdatabases/status",
+        &format!("object.metadata.namespace != '{ns}'"),
+    )
+    .await;
     // The policy is in force once the API server refuses a status write.
     let tenants: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -2042,8 +2158,7 @@ async fn a_placement_is_recorded_before_any_sql_runs() {
     );
 
     // Once status can be written, the tenant is placed and provisioned.
-    bindings.delete(&policy, &DeleteParams::default()).await.unwrap();
-    policies.delete(&policy, &DeleteParams::default()).await.unwrap();
+    refusal.lift().await;
     let ready = wait_ready(&cluster, &ns, "acme").await;
     assert_eq!(ready.status.unwrap().server.as_deref(), Some(server.as_str()));
     assert!(database_exists(&database).await);

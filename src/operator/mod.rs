@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher};
 use kube::{Client, ResourceExt};
 
 pub use context::{FIELD_MANAGER, FINALIZER};
@@ -64,6 +64,9 @@ pub struct Stores {
     pub tenants: Vec<Store<TenantDatabase>>,
     /// The connection Secrets tenantdb manages, likewise.
     pub secrets: Vec<Store<Secret>>,
+    /// Every Namespace, by metadata: a server's `allowedNamespaces` is
+    /// matched against these labels.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 impl Stores {
@@ -76,6 +79,27 @@ impl Stores {
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         let key = ObjectRef::new(name).within(namespace);
         self.secrets.iter().find_map(|store| store.get(&key))
+    }
+
+    /// The cached labels of Namespace `name` (none if it is not cached).
+    pub fn namespace_labels(&self, name: &str) -> std::collections::BTreeMap<String, String> {
+        self.namespaces
+            .get(&ObjectRef::new(name))
+            .map(|ns| ns.labels().clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether every cache a reconcile reads has its first full list.
+    fn ready(&self) -> bool {
+        // Polled, not awaited: the controllers wait on the same readiness
+        // signal, which wakes only one waiter.
+        let ready = |store_ready: Option<Result<(), _>>| matches!(store_ready, Some(Ok(())));
+        ready(self.servers.wait_until_ready().now_or_never())
+            && ready(self.namespaces.wait_until_ready().now_or_never())
+            && self
+                .tenants
+                .iter()
+                .all(|store| ready(store.wait_until_ready().now_or_never()))
     }
 }
 
@@ -219,10 +243,22 @@ async fn controllers(
         .trigger_backoff(EachWatchBacksOffAlone)
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)));
     let mut tenant_controllers = Vec::new();
+    // Namespaces are cached by metadata; one whose labels change re-queues
+    // its tenants (a server's allowedNamespaces may admit them now).
+    let (namespace_store, namespace_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+    let namespace_changes = reflector(
+        namespace_writer,
+        watched(Api::<PartialObjectMeta<Namespace>>::all(client.clone()))
+            .modify(|ns| ns.metadata.managed_fields = None),
+    )
+    .applied_objects()
+    .predicate_filter(predicates::labels, Default::default());
+    let (relabelled, _) = tokio::sync::broadcast::channel::<String>(1024);
     let mut stores = Stores {
         servers: server_controller.store(),
         tenants: Vec::new(),
         secrets: Vec::new(),
+        namespaces: namespace_store,
     };
     for scope in &scopes {
         let (tenants_api, secrets_api): (Api<TenantDatabase>, Api<Secret>) = scoped(scope);
@@ -296,7 +332,47 @@ async fn controllers(
                     .collect()
             }
         };
-        let by_server = tenants_of_server.clone();
+        // A server's spec or labels changing re-queues its tenants; its
+        // status (written as tenants come and go) does not — at fleet scale
+        // that re-queued every tenant of a server each time one was placed.
+        // Any change re-queues the tenants not placed yet, since room or a
+        // new matching server may have appeared.
+        let by_server = {
+            let tenants_of_server = tenants_of_server.clone();
+            let tenants = controller.store();
+            let seen = std::sync::Mutex::new(std::collections::HashMap::<String, u64>::new());
+            move |server: DatabaseServer| -> Vec<ObjectRef<TenantDatabase>> {
+                let name = server.name_any();
+                let shape = server_shape(&server);
+                let changed = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(name.clone(), shape)
+                    != Some(shape);
+                let mut refs: Vec<ObjectRef<TenantDatabase>> = tenants
+                    .state()
+                    .iter()
+                    .filter(|t| t.status.as_ref().and_then(|s| s.server.as_deref()).is_none())
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect();
+                if changed {
+                    refs.extend(tenants_of_server(&name));
+                }
+                refs
+            }
+        };
+        let in_namespace = {
+            let tenants = controller.store();
+            move |namespace: String| {
+                let refs: Vec<ObjectRef<TenantDatabase>> = tenants
+                    .state()
+                    .iter()
+                    .filter(|t| t.namespace().as_deref() == Some(namespace.as_str()))
+                    .map(|t| ObjectRef::from_obj(t.as_ref()))
+                    .collect();
+                futures::stream::iter(refs)
+            }
+        };
         let by_secret = {
             let servers = stores.servers.clone();
             let ctx = ctx.clone();
@@ -338,9 +414,8 @@ async fn controllers(
         let run = controller
             .owns_stream(managed_secrets)
             .reconcile_on(requeued)
-            .watches_stream(watched(servers_api.clone()).touched_objects(), move |server| {
-                by_server(&server.name_any())
-            })
+            .reconcile_on(receive(relabelled.subscribe()).flat_map(in_namespace))
+            .watches_stream(watched(servers_api.clone()).touched_objects(), by_server)
             .watches_stream(watched(admin_secrets).touched_objects(), by_secret)
             .graceful_shutdown_on(wait_for(stopped.clone()))
             .run(
@@ -356,25 +431,24 @@ async fn controllers(
         runs.push(run);
     }
 
+    let namespace_run = namespace_changes
+        .take_until(wait_for(stopped.clone()))
+        .for_each(move |namespace| {
+            match namespace {
+                // No receiver (yet) is not an error: the first list re-queues nothing.
+                Ok(namespace) => drop(relabelled.send(namespace.name_any())),
+                Err(error) => tracing::debug!(%error, "namespace watch"),
+            }
+            futures::future::ready(())
+        });
     let monitor = tokio::spawn(monitor::run(ctx.clone(), stores.clone(), stopped.clone()));
     let syncing = tokio::spawn({
         let (ctx, stores) = (ctx.clone(), stores.clone());
         async move {
-            // Polled, not awaited: the controllers wait on the same readiness
-            // signal, which wakes only one waiter.
-            let ready = |store_ready: Option<Result<(), _>>| matches!(store_ready, Some(Ok(())));
-            loop {
-                let servers = ready(stores.servers.wait_until_ready().now_or_never());
-                let tenants = stores
-                    .tenants
-                    .iter()
-                    .all(|store| ready(store.wait_until_ready().now_or_never()));
-                if servers && tenants {
-                    ctx.synced.store(true, Ordering::Relaxed);
-                    return;
-                }
+            while !stores.ready() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            ctx.synced.store(true, Ordering::Relaxed);
         }
     });
     let server_run = server_controller
@@ -397,7 +471,7 @@ async fn controllers(
         stop.await;
         let _ = stop_all.send(true);
     });
-    futures::join!(futures::future::join_all(runs), server_run);
+    futures::join!(futures::future::join_all(runs), server_run, namespace_run);
     monitor.abort();
     syncing.abort();
     ctx.synced.store(false, Ordering::Relaxed);
@@ -410,6 +484,17 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     watcher(api, watcher::Config::default()).default_backoff()
+}
+
+/// What of a server its placed tenants depend on: its spec (generation),
+/// labels and deletion.
+fn server_shape(server: &DatabaseServer) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    server.metadata.generation.hash(&mut hasher);
+    server.metadata.labels.hash(&mut hasher);
+    server.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The controllers' own backoff over all their watches: none. Each watch

@@ -9,14 +9,13 @@
 //! process made that the cache does not show yet. Concurrent reconciles
 //! therefore cannot fill a server past its capacity.
 //!
-//! I/O: the Kubernetes API (a conditional status patch; the tenant's
-//! Namespace when a candidate restricts namespaces).
+//! I/O: the Kubernetes API (one conditional status patch); everything else
+//! — servers, tenants, Namespace labels — is read from the caches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
@@ -74,15 +73,7 @@ pub async fn place(
         }
     };
     let namespace = tenant.namespace().unwrap_or_default();
-    let labels = if candidates.iter().any(|s| s.spec.allowed_namespaces.is_some()) {
-        Api::<Namespace>::all(client.clone())
-            .get_opt(&namespace)
-            .await?
-            .map(|ns| ns.labels().clone())
-            .unwrap_or_default()
-    } else {
-        Default::default()
-    };
+    let labels = stores.namespace_labels(&namespace);
     let admitted: Vec<Arc<DatabaseServer>> = candidates
         .iter()
         .filter(|s| admits(s, &labels))
@@ -222,6 +213,7 @@ mod tests {
             servers,
             tenants: vec![store],
             secrets: Vec::new(),
+            namespaces: reflector::store().0,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -40,6 +40,11 @@ pub async fn reconcile(
     ctx: Arc<(Arc<Context>, Stores)>,
 ) -> Result<Action, OperatorError> {
     let (ctx, stores) = (&ctx.0, &ctx.1);
+    // Until every cache has its first list, a server or Namespace missing
+    // from it may only be not listed yet: look again shortly.
+    if !ctx.synced.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(Action::requeue(CACHES_SYNCING));
+    }
     let started = Instant::now();
     let api: Api<TenantDatabase> =
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
@@ -74,6 +79,9 @@ pub async fn reconcile(
         .inc();
     result
 }
+
+/// How soon a tenant seen before the caches synced is looked at again.
+const CACHES_SYNCING: Duration = Duration::from_millis(250);
 
 pub fn error_policy(
     tenant: Arc<TenantDatabase>,
@@ -547,21 +555,14 @@ async fn locate(
         },
     };
     let namespace = tenant.namespace().unwrap_or_default();
-    if !deleting && server.spec.allowed_namespaces.is_some() {
-        let labels = Api::<Namespace>::all(ctx.client.clone())
-            .get_opt(&namespace)
-            .await?
-            .map(|ns| ns.labels().clone())
-            .unwrap_or_default();
-        if !placement::admits(&server, &labels) {
-            return permanent(
-                "NamespaceNotAllowed",
-                format!(
-                    "DatabaseServer {} does not admit tenants from namespace {namespace} (spec.allowedNamespaces)",
-                    server.name_any()
-                ),
-            );
-        }
+    if !deleting && !placement::admits(&server, &stores.namespace_labels(&namespace)) {
+        return permanent(
+            "NamespaceNotAllowed",
+            format!(
+                "DatabaseServer {} does not admit tenants from namespace {namespace} (spec.allowedNamespaces)",
+                server.name_any()
+            ),
+        );
     }
     let reference = &server.spec.admin_secret_ref;
     let credentials = match ctx.admin_credentials(reference).await? {

@@ -68,8 +68,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch]
-# A server's allowedNamespaces selector is matched against namespace labels.
+# A server's allowedNamespaces selector is matched against namespace labels,
+# cached by metadata: a label change re-queues that namespace's tenants.
 - apiGroups: [""]
   resources: [namespaces]
-  verbs: [get]
+  verbs: [list, watch]
 {{- end -}}
