@@ -2144,8 +2144,9 @@ async fn a_placement_is_recorded_before_any_sql_runs() {
     }
 
     let operator = Operator::start(&cluster, Duration::from_secs(300));
-    // Two reconciles failed (each at its first status write).
-    let failed = "tenantdb_reconcile_total{controller=\"tenantdatabase\",result=\"transient\"}";
+    // Two reconciles failed (each at its first status write, refused by
+    // the API server).
+    let failed = "tenantdb_reconcile_total{controller=\"tenantdatabase\",result=\"kube_api\"}";
     let deadline = Instant::now() + Duration::from_secs(30);
     while operator.metric(failed).await < 2.0 {
         assert!(Instant::now() < deadline, "the operator never tried");

@@ -5,6 +5,7 @@
 //! `/metrics` are served throughout.
 
 mod context;
+mod error;
 mod http;
 mod metrics;
 mod monitor;
@@ -28,32 +29,10 @@ use kube::runtime::{Controller, WatchStreamExt, controller, predicates, watcher}
 use kube::{Client, ResourceExt};
 
 pub use context::{FIELD_MANAGER, FINALIZER};
+pub use error::{Category, OperatorError};
 
 use crate::api::{DatabaseServer, TenantDatabase};
-use crate::reconcile::ErrorCategory;
 use crate::reconcile::index_jobs::IndexJobs;
-
-/// A reconcile failure, as the controllers see it.
-#[derive(Debug, thiserror::Error)]
-pub enum OperatorError {
-    /// Worth retrying with backoff: the server is down, a lock was held…
-    #[error("{0}")]
-    Transient(String),
-    #[error("Kubernetes API: {0}")]
-    Kube(String),
-}
-
-impl From<kube::Error> for OperatorError {
-    fn from(error: kube::Error) -> Self {
-        OperatorError::Kube(error.to_string())
-    }
-}
-
-impl OperatorError {
-    pub fn category(&self) -> ErrorCategory {
-        ErrorCategory::Transient
-    }
-}
 
 /// The caches the controllers share, so a quiet resync reads nothing from
 /// the API server.

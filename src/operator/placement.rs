@@ -136,7 +136,10 @@ pub async fn place(
         api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)),
     )
     .await
-    .map_err(|_| OperatorError::Transient(format!("recording the placement on {name} timed out")))??;
+    .map_err(|_| OperatorError::Timeout {
+        action: format!("recording the placement on {name}"),
+        after: WRITE_TIMEOUT,
+    })??;
     pending.insert(key, name);
     Ok(Ok(server))
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{self, Event as Finalize, finalizer};
+use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -55,10 +55,7 @@ pub async fn reconcile(
         }
     })
     .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        other => OperatorError::Kube(other.to_string()),
-    });
+    .map_err(OperatorError::from_finalizer);
     let label = ControllerLabel {
         controller: "tenantdatabase",
     };
@@ -280,7 +277,10 @@ async fn report(
         ctx.succeeded(&key(tenant));
         Ok(Action::requeue(ctx.resync_jittered()))
     } else {
-        Err(OperatorError::Transient(failure.message))
+        Err(OperatorError::Reported {
+            reason: failure.reason,
+            message: failure.message,
+        })
     }
 }
 
@@ -495,7 +495,7 @@ async fn block_deletion(
         &now(),
     );
     write_status(tenant, ctx, new).await?;
-    Err(OperatorError::Transient(message))
+    Err(OperatorError::DeletionBlocked(message))
 }
 
 /// Finds the tenant's server — the one recorded in `status.server`, else
