@@ -124,6 +124,20 @@ pub fn admin_pool(options: PgConnectOptions, max_connections: u32) -> sqlx::PgPo
         .connect_lazy_with(options)
 }
 
+/// The health monitor's own connection to one server, apart from the admin
+/// pool: provisioning that holds every admin connection (waiting for a
+/// tenant's lock, say) must never make a healthy server look down. One
+/// connection, kept open between samples; the monitor bounds each sample
+/// with its own deadline.
+pub fn health_pool(options: PgConnectOptions) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .idle_timeout(None)
+        .connect_lazy_with(options.application_name("tenantdb-health"))
+}
+
 /// The server's `server_version_num`, as it announced at login (no query).
 pub async fn server_version(pool: &sqlx::PgPool) -> Result<u32, sqlx::Error> {
     let conn = pool.acquire().await?;
@@ -172,9 +186,27 @@ impl ServerProbe {
     }
 }
 
+/// How long opening one admin connection (TCP, TLS, authentication) may
+/// take: a server that accepts connections and then hangs must fail the
+/// call, not hold it.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens one admin connection outside the pool (into a tenant database, or
+/// for a probe), within [`CONNECT_TIMEOUT`]. Statements on it are bounded by
+/// the pinned `statement_timeout` and `lock_timeout` ([`crate::admin_session`]).
+pub async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("connecting took longer than {CONNECT_TIMEOUT:?}"),
+        ))),
+    }
+}
+
 /// Logs in as the admin role and reads the server's version and the role's privileges.
 pub async fn probe(options: &PgConnectOptions) -> Result<ServerProbe, sqlx::Error> {
-    let mut conn = PgConnection::connect_with(options).await?;
+    let mut conn = connect(options).await?;
     let probe = probe_on(&mut conn).await?;
     conn.close().await?;
     Ok(probe)

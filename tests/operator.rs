@@ -771,6 +771,13 @@ async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
 
     tokio::task::block_in_place(|| postgres.resume()).unwrap();
     wait_ready(&cluster, &ns, "acme").await;
+    // Healthy too: the health monitor's next sample has seen the server
+    // back (until then the tenant is Ready but Degraded).
+    wait_for(&cluster, &ns, "acme", "Ready and healthy", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(tenantdb::api::tenant_database::TenantPhase::Ready)
+            && healthy(t) != Some(false)
+    })
+    .await;
 
     // An outage after the tenant was Ready makes it Degraded, then Ready again.
     tokio::task::block_in_place(|| postgres.pause()).unwrap();
@@ -778,7 +785,12 @@ async fn a_postgres_outage_shows_in_status_and_heals_by_itself() {
         t.status.as_ref().and_then(|s| s.phase) == Some(tenantdb::api::tenant_database::TenantPhase::Degraded)
     })
     .await;
-    assert_eq!(condition(&degraded, "Ready").unwrap().status, "False");
+    assert_eq!(
+        condition(&degraded, "Ready").unwrap().status,
+        "False",
+        "{:#?}",
+        degraded.status
+    );
     wait_event(&cluster, &ns, "acme", "Degraded").await;
     tokio::task::block_in_place(|| postgres.resume()).unwrap();
     wait_ready(&cluster, &ns, "acme").await;
@@ -1504,6 +1516,100 @@ async fn a_stopped_server_makes_its_tenants_unhealthy_until_it_is_back() {
         assert!(Instant::now() < deadline, "the server never turned Ready again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    operator.stop().await;
+}
+
+/// The race: the health query shared the admin pool (4 connections) with
+/// provisioning, whose reconciles hold a connection while they wait for
+/// their tenant's advisory lock. Here the locks of six new tenants are
+/// held from outside, so their reconciles fill the pool for the 10 s lock
+/// timeout; before the fix the health query got no connection within its
+/// deadline and the server and its tenants turned unreachable. Now the
+/// monitor has a connection of its own and the server stays up throughout.
+/// Then the server stops: its tenant shows it within
+/// two health intervals, where it used to wait for the admin pool's 30 s
+/// acquire timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_have_their_own_connection_and_an_outage_shows_within_two_intervals() {
+    let cluster = TestCluster::start().await;
+    let (mut postgres, admin) = own_postgres("burst_admin").await;
+    let server = server_name("burst");
+    let interval = Duration::from_secs(2);
+    add_server_with(
+        &cluster,
+        &server,
+        &admin,
+        json!({"healthCheck": {"interval": "2s", "loginInterval": "2s"}}),
+    )
+    .await;
+    let ns = cluster.namespace("burst").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(&cluster, &ns, "steady", json!({"server": server})).await;
+    wait_ready(&cluster, &ns, "steady").await;
+    wait_for(&cluster, &ns, "steady", "Healthy", |t| healthy(t) == Some(true)).await;
+
+    let mut locks = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    let prefix = ns.replace('-', "_");
+    for i in 0..6 {
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(format!("tenantdb:{prefix}_burst{i}"))
+            .execute(&mut locks)
+            .await
+            .unwrap();
+    }
+    for i in 0..6 {
+        add_tenant(&cluster, &ns, &format!("burst{i}"), json!({"server": server})).await;
+    }
+    let up = format!("tenantdb_server_up{{server=\"{server}\"}}");
+    // Six reconciles waiting on their locks hold the admin pool for the
+    // lock timeout (10 s); the server must look up all along.
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut samples = 0;
+    while Instant::now() < until {
+        assert_eq!(
+            operator.metric(&up).await,
+            1.0,
+            "the server looked down while provisioning held the admin pool"
+        );
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(samples > 20, "the window was sampled: {samples} samples");
+    let steady = Api::<TenantDatabase>::namespaced(cluster.client.clone(), &ns)
+        .get("steady")
+        .await
+        .unwrap();
+    assert_eq!(healthy(&steady), Some(true), "{:#?}", steady.status);
+    assert!(
+        !event_reasons(&cluster, &ns, "steady")
+            .await
+            .contains(&"ServerUnreachable".to_owned()),
+        "the tenant never turned unreachable"
+    );
+    locks.close().await.unwrap();
+    for i in 0..6 {
+        wait_ready(&cluster, &ns, &format!("burst{i}")).await;
+    }
+
+    tokio::task::block_in_place(|| postgres.pause()).unwrap();
+    let stopped = Instant::now();
+    let tenant = wait_for(&cluster, &ns, "steady", "unhealthy", |t| {
+        healthy(t) == Some(false)
+    })
+    .await;
+    let shown = stopped.elapsed();
+    eprintln!("the outage showed in the tenant's status after {shown:?}");
+    assert_eq!(condition(&tenant, "Healthy").unwrap().reason, "ServerUnreachable");
+    // Two intervals, plus a second for the status write and this poll.
+    assert!(
+        shown <= interval * 2 + Duration::from_secs(1),
+        "the outage showed after {shown:?}, health interval {interval:?}"
+    );
+    tokio::task::block_in_place(|| postgres.resume()).unwrap();
+    wait_for(&cluster, &ns, "steady", "healthy again", |t| {
+        healthy(t) == Some(true)
+    })
+    .await;
     operator.stop().await;
 }
 

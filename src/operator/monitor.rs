@@ -287,12 +287,16 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
         .iter()
         .filter_map(|t| t.status.as_ref().and_then(|s| s.database_name.clone()))
         .collect();
-    let (pool, _) = ctx.pools.get(&server, &credentials);
-    // A server that does not answer must not stall the monitor for the
-    // pool's whole acquire timeout.
+    // The monitor's own connection: provisioning holding every admin
+    // connection cannot delay this query.
+    let pool = ctx.pools.health(&server, &credentials);
+    // A server that does not answer within 0.8 intervals (at most 10 s) is
+    // down: the next sample starts at most 1.1 intervals after an outage
+    // began, so the outage shows within two intervals of its start.
     let deadline = policy
         .interval
-        .clamp(Duration::from_secs(2), Duration::from_secs(10));
+        .mul_f64(0.8)
+        .clamp(Duration::from_millis(500), Duration::from_secs(10));
     let sample = match tokio::time::timeout(deadline, health::sample_server(&pool, &databases, &sizes)).await
     {
         Ok(result) => result,

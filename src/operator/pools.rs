@@ -1,5 +1,7 @@
-//! One bounded admin pool per `DatabaseServer`, shared by all its tenants
-//! and rebuilt only when the server's address or credentials change.
+//! Per `DatabaseServer`: one bounded admin pool shared by all its tenants,
+//! and the health monitor's own connection, both rebuilt only when the
+//! server's address or credentials change. No I/O here: pools connect
+//! lazily.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -11,14 +13,36 @@ use sqlx::postgres::PgConnectOptions;
 use crate::admin_access::{self, AdminCredentials, MAX_ADMIN_CONNECTIONS};
 use crate::api::DatabaseServer;
 
+struct ServerPools {
+    fingerprint: u64,
+    admin: PgPool,
+    health: PgPool,
+    options: PgConnectOptions,
+}
+
 #[derive(Default)]
 pub struct AdminPools {
-    pools: Mutex<HashMap<String, (u64, PgPool, PgConnectOptions)>>,
+    pools: Mutex<HashMap<String, ServerPools>>,
 }
 
 impl AdminPools {
-    /// The pool and connect options for `server` with `credentials`.
+    /// The admin pool and connect options for `server` with `credentials`.
     pub fn get(&self, server: &DatabaseServer, credentials: &AdminCredentials) -> (PgPool, PgConnectOptions) {
+        self.with(server, credentials, |p| (p.admin.clone(), p.options.clone()))
+    }
+
+    /// The health monitor's connection to `server`, apart from the admin
+    /// pool ([`admin_access::health_pool`]).
+    pub fn health(&self, server: &DatabaseServer, credentials: &AdminCredentials) -> PgPool {
+        self.with(server, credentials, |p| p.health.clone())
+    }
+
+    fn with<T>(
+        &self,
+        server: &DatabaseServer,
+        credentials: &AdminCredentials,
+        read: impl FnOnce(&ServerPools) -> T,
+    ) -> T {
         let name = server.metadata.name.clone().unwrap_or_default();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (
@@ -32,27 +56,37 @@ impl AdminPools {
             .hash(&mut hasher);
         let fingerprint = hasher.finish();
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((existing, pool, options)) = pools.get(&name)
-            && *existing == fingerprint
+        if let Some(existing) = pools.get(&name)
+            && existing.fingerprint == fingerprint
         {
-            return (pool.clone(), options.clone());
+            return read(existing);
         }
         let options = admin_access::connect_options(&server.spec, credentials, None);
-        let pool = admin_access::admin_pool(options.clone(), MAX_ADMIN_CONNECTIONS);
-        if let Some((_, old, _)) = pools.insert(name, (fingerprint, pool.clone(), options.clone())) {
-            tokio::spawn(async move { old.close().await });
+        let fresh = ServerPools {
+            fingerprint,
+            admin: admin_access::admin_pool(options.clone(), MAX_ADMIN_CONNECTIONS),
+            health: admin_access::health_pool(options.clone()),
+            options,
+        };
+        let value = read(&fresh);
+        if let Some(old) = pools.insert(name, fresh) {
+            tokio::spawn(async move {
+                old.admin.close().await;
+                old.health.close().await;
+            });
         }
-        (pool, options)
+        value
     }
 
     /// Closes every pool (on shutdown).
     pub async fn close_all(&self) {
-        let pools: Vec<PgPool> = {
+        let pools: Vec<ServerPools> = {
             let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            pools.drain().map(|(_, (_, pool, _))| pool).collect()
+            pools.drain().map(|(_, pools)| pools).collect()
         };
-        for pool in pools {
-            pool.close().await;
+        for pools in pools {
+            pools.admin.close().await;
+            pools.health.close().await;
         }
     }
 }

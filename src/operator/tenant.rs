@@ -103,6 +103,15 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
         Ok(located) => located,
         Err(failure) => return report(&tenant, ctx, None, failure).await,
     };
+    let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
+    if let Some(error) = still_down(ctx, &admin, &located.desired.server).await {
+        let failure = Failure {
+            reason: "ServerUnavailable",
+            message: format!("server {}: does not answer: {error}", located.desired.server),
+            permanent: false,
+        };
+        return report(&tenant, ctx, Some(&located.desired), failure).await;
+    }
     let namespace = tenant.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     // The cache serves the steady state; a miss is confirmed with the API
@@ -135,7 +144,6 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
         Some(password) => StoredPassword::Found(password),
         None => StoredPassword::Missing,
     };
-    let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
     let outcome = match reconcile::provision(&pool, &admin, &located.desired, stored, Mode::Apply).await {
         Ok(outcome) => outcome,
         Err(error) => return report(&tenant, ctx, Some(&located.desired), Failure::from(&error)).await,
@@ -228,6 +236,27 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     ctx.succeeded(&key(&tenant));
     Ok(Action::requeue(requeue))
 }
+
+/// Why `server` is still down, when the health monitor found it silent:
+/// one admin login is tried for [`DOWN_CHECK`] (the pool would keep
+/// retrying for its 30 s acquire timeout), so a tenant reports an outage at
+/// once and proceeds as soon as the server is back, without waiting for the
+/// monitor's next sample.
+async fn still_down(ctx: &Context, admin: &sqlx::postgres::PgConnectOptions, server: &str) -> Option<String> {
+    use sqlx::Connection;
+    let known = ctx.health.server_down(server)?;
+    match tokio::time::timeout(DOWN_CHECK, crate::admin_access::connect(admin)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            None
+        }
+        Ok(Err(error)) => Some(crate::reconcile::indexes::reason(&error)),
+        Err(_) => Some(known),
+    }
+}
+
+/// How long a reconcile tries its server when the monitor found it down.
+const DOWN_CHECK: Duration = Duration::from_secs(2);
 
 /// How soon a tenant with index work in flight is looked at again, at the
 /// latest (a job's end re-queues it at once).
@@ -444,6 +473,10 @@ async fn cleanup(
         Err(failure) => return block_deletion(&tenant, ctx, &failure.message).await,
     };
     let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
+    if let Some(error) = still_down(ctx, &admin, &located.desired.server).await {
+        let reason = format!("server {} does not answer: {error}", located.desired.server);
+        return block_deletion(&tenant, ctx, &reason).await;
+    }
     match reconcile::delete(&pool, &admin, &located.desired, Mode::Apply).await {
         Ok(steps) => {
             if !steps.is_empty() {

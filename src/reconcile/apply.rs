@@ -47,7 +47,7 @@ pub async fn apply(
                     .iter()
                     .position(|s| s.context() != Context::TenantDatabase)
                     .map_or(steps.len(), |offset| index + offset);
-                let mut conn = PgConnection::connect_with(tenant_db)
+                let mut conn = crate::admin_access::connect(tenant_db)
                     .await
                     .map_err(failed("connect to the tenant database"))?;
                 // One transaction: the extension schema and the extensions

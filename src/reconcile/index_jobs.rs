@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, broadcast};
 
 use super::indexes::{JobStep, reason};
@@ -242,7 +242,7 @@ async fn run(tenant_db: &PgConnectOptions, steps: Vec<JobStep>) -> Result<(), St
         .clone()
         .application_name("tenantdb-index")
         .disable_statement_logging();
-    let mut conn = PgConnection::connect_with(&options)
+    let mut conn = crate::admin_access::connect(&options)
         .await
         .map_err(|e| reason(&e))?;
     let result = async {

@@ -608,7 +608,7 @@ pub async fn reconcile(
         .await
         .map_err(db_error(desired, "connect as admin"))?;
     let tenant_db = crate::admin_session::in_tenant_database(admin, desired.database.as_str(), version);
-    let mut conn = PgConnection::connect_with(&tenant_db)
+    let mut conn = crate::admin_access::connect(&tenant_db)
         .await
         .map_err(db_error(desired, "connect to the tenant database"))?;
     let snapshot = observe(&mut conn, desired)

@@ -187,7 +187,7 @@ async fn extensions(
     tenant_db: &PgConnectOptions,
     desired: &Desired,
 ) -> Result<(BTreeSet<String>, Option<ExtensionSchema>), sqlx::Error> {
-    let mut conn = PgConnection::connect_with(tenant_db).await?;
+    let mut conn = crate::admin_access::connect(tenant_db).await?;
     let row = sqlx::query(EXTENSIONS_QUERY)
         .bind(desired.role.as_str())
         .bind(crate::sql::statements::EXTENSION_SCHEMA)
