@@ -38,6 +38,20 @@ impl Operator {
 
     /// An operator with `client` as its connection to the API server.
     fn start_as(client: kube::Client, resync: Duration, namespaces: Vec<String>) -> Self {
+        Self::start_with(client, resync, namespaces, None)
+    }
+
+    /// A replica that reconciles only while it holds the lease.
+    fn start_leading(client: kube::Client, election: operator::LeaderElection) -> Self {
+        Self::start_with(client, Duration::from_secs(300), Vec::new(), Some(election))
+    }
+
+    fn start_with(
+        client: kube::Client,
+        resync: Duration,
+        namespaces: Vec<String>,
+        leader_election: Option<operator::LeaderElection>,
+    ) -> Self {
         // The operator's log, captured per test and shown when one fails
         // (`RUST_LOG` to filter; tenantdb at info by default).
         let _ = tracing_subscriber::fmt()
@@ -58,7 +72,7 @@ impl Operator {
             resync,
             index_retry: Duration::from_secs(1),
             http_addr: http,
-            leader_election: None,
+            leader_election,
         };
         let task = tokio::spawn(operator::run(client, config, async {
             let _ = stopped.await;
@@ -942,6 +956,88 @@ async fn two_operators_elect_one_leader_and_the_other_takes_over() {
     assert_eq!(lease_holder(&cluster, &lease_ns).await.as_deref(), Some(follower));
 }
 
+/// The race: the lease library only logs a failed renewal, so a leader cut
+/// off from the API server went on reconciling while the other replica
+/// took the expired lease over — two leaders at once. Two replicas in this
+/// process share a 4 s lease; the leader's link to the API server is cut.
+/// It must stop reconciling (its `tenantdb_leader` gauge falls to 0) before
+/// the other starts (its gauge rises to 1). Before the fix the cut-off
+/// leader's gauge stayed at 1 while the other's rose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_before_another_takes_over() {
+    let cluster = TestCluster::start().await;
+    let lease_namespace = cluster.lease_namespace().await;
+    let server_url = kube::config::Kubeconfig::read_from(&cluster.operator_kubeconfig)
+        .unwrap()
+        .clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let target: std::net::SocketAddr = server_url.trim_start_matches("https://").parse().unwrap();
+    let link = support::link::Link::to(target).await;
+    let through_link =
+        support::cluster::client_via(&cluster.operator_kubeconfig, &format!("https://{}", link.addr)).await;
+    let election = |identity: &str| operator::LeaderElection {
+        namespace: lease_namespace.clone(),
+        lease_name: "tenantdb-operator".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(4),
+    };
+    const LEADER: &str = "tenantdb_leader";
+    let first = Operator::start_leading(through_link, election("replica-one"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.metric(LEADER).await != 1.0 {
+        assert!(Instant::now() < deadline, "the first replica never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second = Operator::start_leading(cluster.operator_client.clone(), election("replica-two"));
+    assert_eq!(
+        lease_holder(&cluster, &lease_namespace).await.as_deref(),
+        Some("replica-one")
+    );
+
+    link.cut();
+    let cut = Instant::now();
+    let mut fenced_after = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The first replica's gauge is read before the second's: a 1 then
+        // a 1 means both led at once.
+        let first_leads = first.metric(LEADER).await == 1.0;
+        if !first_leads && fenced_after.is_none() {
+            fenced_after = Some(cut.elapsed());
+        }
+        if second.metric(LEADER).await == 1.0 {
+            assert!(
+                !first_leads,
+                "the cut-off replica still led when the other took over, {:?} after the cut",
+                cut.elapsed()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second replica never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fenced_after = fenced_after.expect("the first replica stopped leading");
+    assert_eq!(
+        lease_holder(&cluster, &lease_namespace).await.as_deref(),
+        Some("replica-two")
+    );
+    eprintln!(
+        "fenced {fenced_after:?} after the cut; the other replica took over {:?} after it",
+        cut.elapsed()
+    );
+    // Reconnected, the first replica stays a follower.
+    link.heal();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(first.metric(LEADER).await, 0.0);
+    first.stop().await;
+    second.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_drives_the_operator_black_box() {
     let cluster = TestCluster::start().await;
@@ -1625,6 +1721,14 @@ async fn a_password_changed_behind_the_operators_back_is_caught_and_set_back() {
     let role = tenant.status.unwrap().role_name.unwrap();
     let url = secret_data(&cluster, &ns, "acme-db").await["DATABASE_URL"].clone();
 
+    // The operator's GETs of Secrets, from the API server's audit log.
+    let secret_reads = || {
+        cluster
+            .control_plane
+            .as_ref()
+            .map(|plane| plane.audited_requests().get("get secrets").copied().unwrap_or(0))
+    };
+    let reads_before = secret_reads();
     let mut superuser = support::connect().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "ALTER ROLE \"{role}\" PASSWORD 'changed-by-hand-0123456789'"
@@ -1635,6 +1739,15 @@ async fn a_password_changed_behind_the_operators_back_is_caught_and_set_back() {
     // The login check is refused, says so, and the password is set back.
     wait_event(&cluster, &ns, "acme", "LoginFailed").await;
     wait_event(&cluster, &ns, "acme", "PasswordRestored").await;
+    // Setting a password overwrites credentials: the Secret it comes from
+    // was read fresh from the API server, not from the cache (which another
+    // replica's rotation may not have reached yet).
+    if let (Some(before), Some(after)) = (reads_before, secret_reads()) {
+        assert!(
+            after > before,
+            "the Secret was read fresh: {before} → {after} GETs"
+        );
+    }
     wait_for(&cluster, &ns, "acme", "Healthy again", |t| {
         healthy(t) == Some(true)
     })

@@ -6,6 +6,7 @@
 
 mod context;
 mod error;
+mod fence;
 mod http;
 mod metrics;
 mod monitor;
@@ -142,7 +143,9 @@ pub async fn run(
                 .with_namespace(&election.namespace)
                 .with_identity(&election.identity)
                 .with_duration(election.lease_duration.as_secs().max(2))
-                .with_grace((election.lease_duration.as_secs() / 3).max(1))
+                // Renewed halfway through: the fence ([`fence`]) stops a
+                // leader a quarter before expiry unless it saw a renewal.
+                .with_grace(election.lease_duration.as_secs().div_ceil(2).max(1))
                 // A field manager per replica, so the API server's apply
                 // conflicts stop two replicas from taking the lease at once.
                 .with_field_manager(format!("{FIELD_MANAGER}-lease-{}", election.identity))
@@ -158,13 +161,40 @@ pub async fn run(
                         _ = &mut shutdown => break 'outer,
                     }
                 }
+                // The lease library only logs a failed renewal: the lease is
+                // read back here, and reconciling starts only once it shows
+                // this replica as holder with a renewal still valid.
+                let Some(mut valid_until) = fence::confirm(&client, election).await else {
+                    tokio::select! {
+                        _ = tokio::time::sleep(fence::check_every(election)) => continue 'outer,
+                        _ = &mut shutdown => break 'outer,
+                    }
+                };
                 tracing::info!(identity = %election.identity, "became the leader");
                 ctx.metrics.leader.set(1);
                 let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
                 let lost = async {
-                    while *leading.borrow() {
-                        if leading.changed().await.is_err() {
-                            break;
+                    loop {
+                        tokio::select! {
+                            changed = leading.changed() => {
+                                if changed.is_err() || !*leading.borrow() {
+                                    return;
+                                }
+                            }
+                            _ = tokio::time::sleep(fence::check_every(election)) => {
+                                if let Some(until) = fence::confirm(&client, election).await {
+                                    valid_until = until;
+                                }
+                                // Fenced: stop before the lease can expire and
+                                // another replica take over.
+                                if tokio::time::Instant::now() >= valid_until {
+                                    tracing::warn!(
+                                        identity = %election.identity,
+                                        "could not confirm the leader lease before its renew deadline; fencing"
+                                    );
+                                    return;
+                                }
+                            }
                         }
                     }
                 };
@@ -172,9 +202,15 @@ pub async fn run(
                     let _ = stopped.await;
                 });
                 tokio::pin!(running);
+                // Leadership lost or fenced: the controllers are dropped, not
+                // drained — a reconcile in flight must not write after the
+                // lease may have passed to another replica. Every step is
+                // safe to cut short: placement is recorded before any SQL,
+                // and a tenant's SQL runs under its advisory lock, released
+                // with the connection.
                 let shutting_down = tokio::select! {
                     _ = &mut running => false,
-                    _ = lost => { let _ = stop.send(()); running.await; false }
+                    _ = lost => false,
                     _ = &mut shutdown => { let _ = stop.send(()); running.await; true }
                 };
                 ctx.metrics.leader.set(0);
@@ -420,8 +456,13 @@ async fn controllers(
             }
             futures::future::ready(())
         });
-    let monitor = tokio::spawn(monitor::run(ctx.clone(), stores.clone(), stopped.clone()));
-    let syncing = tokio::spawn({
+    // Aborted when the controllers end or are dropped (fenced).
+    let _monitor = AbortOnDrop(tokio::spawn(monitor::run(
+        ctx.clone(),
+        stores.clone(),
+        stopped.clone(),
+    )));
+    let _syncing = AbortOnDrop(tokio::spawn({
         let (ctx, stores) = (ctx.clone(), stores.clone());
         async move {
             while !stores.ready() {
@@ -429,7 +470,8 @@ async fn controllers(
             }
             ctx.synced.store(true, Ordering::Relaxed);
         }
-    });
+    }));
+    let _unsynced = Unsynced(ctx.clone());
     let server_run = server_controller
         .reconcile_on(
             receive(ctx.health.server_changes()).map(|name| ObjectRef::<DatabaseServer>::new(&name)),
@@ -451,9 +493,24 @@ async fn controllers(
         let _ = stop_all.send(true);
     });
     futures::join!(futures::future::join_all(runs), server_run, namespace_run);
-    monitor.abort();
-    syncing.abort();
-    ctx.synced.store(false, Ordering::Relaxed);
+}
+
+/// Marks the caches unsynced when the controllers end or are dropped.
+struct Unsynced(Arc<context::Context>);
+
+impl Drop for Unsynced {
+    fn drop(&mut self) {
+        self.0.synced.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A spawned task that ends with its owner.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A watch of everything `api` lists, which backs off on its own when it

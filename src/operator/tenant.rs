@@ -117,7 +117,13 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     // The cache serves the steady state; a miss is confirmed with the API
     // server, since a Secret just written may not be cached yet and a wrong
     // "missing" would rotate the password.
-    let cached = stores.secret(&namespace, &located.desired.secret_name);
+    // A refused login is about to set the Secret's password on the role:
+    // a decision that overwrites credentials reads the Secret fresh, so a
+    // stale cache (another replica just rotated it) never sets an old one.
+    let overwriting = ctx.health.password_rejected(&key(&tenant));
+    let cached = stores
+        .secret(&namespace, &located.desired.secret_name)
+        .filter(|_| !overwriting);
     let existing = match cached {
         Some(secret) => Some(secret.as_ref().clone()),
         None => secrets.get_opt(&located.desired.secret_name).await?,
@@ -138,7 +144,7 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
     let password = existing.as_ref().and_then(connection_secret::password_of);
     // The last login with the Secret's password was refused: someone changed
     // the role's password behind tenantdb's back. Set it back.
-    let rejected = password.is_some() && ctx.health.password_rejected(&key(&tenant));
+    let rejected = password.is_some() && overwriting;
     let stored = match &password {
         Some(password) if rejected => StoredPassword::Rejected(password),
         Some(password) => StoredPassword::Found(password),
