@@ -1630,12 +1630,14 @@ async fn health_checks_have_their_own_connection_and_an_outage_shows_within_two_
     let cluster = TestCluster::start().await;
     let (mut postgres, admin) = own_postgres("burst_admin").await;
     let server = server_name("burst");
-    let interval = Duration::from_secs(2);
+    // Logins far apart: the outage is for the batched health query to find
+    // (a login failing first would say LoginFailed, also true).
+    let interval = Duration::from_secs(3);
     add_server_with(
         &cluster,
         &server,
         &admin,
-        json!({"healthCheck": {"interval": "2s", "loginInterval": "2s"}}),
+        json!({"healthCheck": {"interval": "3s", "loginInterval": "1h"}}),
     )
     .await;
     let ns = cluster.namespace("burst").await;
