@@ -98,7 +98,7 @@ impl Default for Metrics {
         let errors: Family<ErrorLabels, Counter> = register(
             &mut registry,
             "reconcile_errors",
-            "Failed reconciliations by controller and error category (invalid_spec, conflict, permission, transient)",
+            "Failures reported in status, by controller and category (invalid_spec, conflict, permission, configuration, transient)",
         );
         let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
