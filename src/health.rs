@@ -115,7 +115,11 @@ WITH activity AS (
     SELECT d.datname::text AS datname, d.datconnlimit,
            coalesce(a.total, 0) AS total, coalesce(a.active, 0) AS active,
            coalesce(a.idle, 0) AS idle, coalesce(a.idle_in_transaction, 0) AS idle_in_transaction,
-           CASE WHEN d.datname = ANY($2) THEN pg_database_size(d.oid) END AS size_bytes
+           -- A database tenantdb may not connect to yet (just created, CONNECT
+           -- not granted to itself yet) has no size this time: an error here
+           -- would fail the sample of the whole server.
+           CASE WHEN d.datname = ANY($2) AND has_database_privilege(d.oid, 'CONNECT')
+                THEN pg_database_size(d.oid) END AS size_bytes
       FROM pg_database d LEFT JOIN activity a ON a.datname = d.datname
      WHERE d.datname = ANY($1)
 )

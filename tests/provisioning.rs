@@ -561,3 +561,30 @@ async fn an_extension_not_on_the_allow_list_is_refused_before_any_sql() {
     assert_eq!(error.field, "spec.extensions[0]");
     assert!(error.reason.contains("allow-list"), "{error}");
 }
+
+/// The race, seen at 9,000 tenants: the batched health query read
+/// `pg_database_size` of a database just created, before tenantdb granted
+/// itself CONNECT on it (CONNECT is revoked from PUBLIC), got "permission
+/// denied", and the whole server's sample failed — every tenant of the
+/// server turned ServerUnreachable and was re-queued, every few seconds
+/// while provisioning went on. Now a database the admin role may not
+/// connect to has no size this time, and the sample stands.
+#[tokio::test]
+async fn a_database_the_admin_cannot_connect_to_does_not_fail_the_server_sample() {
+    let h = Harness::new().await;
+    let database = "sized_out_db";
+    superuser_exec(&format!("DROP DATABASE IF EXISTS {database}")).await;
+    superuser_exec(&format!("CREATE DATABASE {database}")).await;
+    superuser_exec(&format!("REVOKE CONNECT ON DATABASE {database} FROM PUBLIC")).await;
+    let databases = [database.to_owned(), "postgres".to_owned()];
+    let sample = tenantdb::health::sample_server(&h.pool, &databases, &databases)
+        .await
+        .expect("the sample stands");
+    assert_eq!(sample.databases[database].size_bytes, None);
+    assert!(
+        sample.databases["postgres"]
+            .size_bytes
+            .is_some_and(|size| size > 0)
+    );
+    superuser_exec(&format!("DROP DATABASE {database}")).await;
+}
