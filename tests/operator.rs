@@ -241,6 +241,25 @@ impl StatusWritesRefused {
     }
 }
 
+/// A link the test can cut between the operator's identity and
+/// kube-apiserver, and a client for that identity through it.
+async fn operator_link(cluster: &TestCluster) -> (support::link::Link, kube::Client) {
+    let server_url = kube::config::Kubeconfig::read_from(&cluster.operator_kubeconfig)
+        .unwrap()
+        .clusters[0]
+        .cluster
+        .as_ref()
+        .unwrap()
+        .server
+        .clone()
+        .unwrap();
+    let target: std::net::SocketAddr = server_url.trim_start_matches("https://").parse().unwrap();
+    let link = support::link::Link::to(target).await;
+    let client =
+        support::cluster::client_via(&cluster.operator_kubeconfig, &format!("https://{}", link.addr)).await;
+    (link, client)
+}
+
 fn server_name(label: &str) -> String {
     format!(
         "pg-{label}-{}",
@@ -967,19 +986,7 @@ async fn two_operators_elect_one_leader_and_the_other_takes_over() {
 async fn a_leader_cut_off_from_the_api_server_stops_before_another_takes_over() {
     let cluster = TestCluster::start().await;
     let lease_namespace = cluster.lease_namespace().await;
-    let server_url = kube::config::Kubeconfig::read_from(&cluster.operator_kubeconfig)
-        .unwrap()
-        .clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .server
-        .clone()
-        .unwrap();
-    let target: std::net::SocketAddr = server_url.trim_start_matches("https://").parse().unwrap();
-    let link = support::link::Link::to(target).await;
-    let through_link =
-        support::cluster::client_via(&cluster.operator_kubeconfig, &format!("https://{}", link.addr)).await;
+    let (link, through_link) = operator_link(&cluster).await;
     let election = |identity: &str| operator::LeaderElection {
         namespace: lease_namespace.clone(),
         lease_name: "tenantdb-operator".into(),
@@ -2142,20 +2149,8 @@ async fn a_watch_that_falls_out_of_the_compaction_window_relists() {
     // revision older than that gets 410 Gone from etcd itself.
     let cluster =
         TestCluster::control_plane_with(&["--watch-cache=false", "--etcd-compaction-interval=2s"]).await;
-    let server_url = kube::config::Kubeconfig::read_from(&cluster.operator_kubeconfig)
-        .unwrap()
-        .clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .server
-        .clone()
-        .unwrap();
-    let target: std::net::SocketAddr = server_url.trim_start_matches("https://").parse().unwrap();
     // The operator reaches kube-apiserver only through a link the test cuts.
-    let link = support::link::Link::to(target).await;
-    let through_link =
-        support::cluster::client_via(&cluster.operator_kubeconfig, &format!("https://{}", link.addr)).await;
+    let (link, through_link) = operator_link(&cluster).await;
     let server = server_name("relist");
     add_server(&cluster, &server, support::admin().await).await;
     let ns = cluster.namespace("relist").await;
