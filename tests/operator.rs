@@ -946,6 +946,8 @@ async fn two_operators_elect_one_leader_and_the_other_takes_over() {
     let mut second = spawn_operator(&cluster, "operator-two", &lease_ns);
     add_tenant(&cluster, &ns, "a", json!({"server": server})).await;
     wait_ready(&cluster, &ns, "a").await;
+    // The Event follows the status write: wait for it, not for Ready alone.
+    wait_event(&cluster, &ns, "a", "Provisioned").await;
 
     let leader = lease_holder(&cluster, &lease_ns)
         .await
