@@ -102,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
     };
     tracing::info!(%identity, resync = ?config.resync, namespaces = ?config.namespaces, "starting the operator");
+    tenantdb::fault::arm_from_env();
     operator::run(client, config, shutdown_signal())
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

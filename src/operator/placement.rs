@@ -124,6 +124,7 @@ pub async fn place(
         };
     };
     let name = server.name_any();
+    crate::kill_point!("placement.before_record");
     // Conditional on the tenant being as read: a second writer (another
     // replica, or a person) makes this fail instead of placing twice.
     let patch = json!({
@@ -140,6 +141,7 @@ pub async fn place(
         action: format!("recording the placement on {name}"),
         after: WRITE_TIMEOUT,
     })??;
+    crate::kill_point!("placement.after_record");
     pending.insert(key, name);
     Ok(Ok(server))
 }

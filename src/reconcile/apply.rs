@@ -21,6 +21,7 @@ pub async fn apply(
     let failed = |operation| super::db_error(desired, operation);
     let mut index = 0;
     while index < steps.len() {
+        crate::kill_point!("apply.before_step");
         match steps[index].context() {
             Context::AdminTransaction => {
                 let batch_end = steps[index..]
@@ -33,6 +34,7 @@ pub async fn apply(
                 }
                 tx.commit().await.map_err(failed("commit"))?;
                 index = batch_end;
+                crate::kill_point!("apply.after_step");
             }
             Context::AdminNoTransaction => {
                 // Not in a transaction block: CREATE DATABASE and DROP DATABASE
@@ -41,6 +43,7 @@ pub async fn apply(
                     .await
                     .map_err(failed(operation(&steps[index])))?;
                 index += 1;
+                crate::kill_point!("apply.after_step");
             }
             Context::TenantDatabase => {
                 let batch_end = steps[index..]
@@ -61,6 +64,7 @@ pub async fn apply(
                     .await
                     .map_err(failed("close the tenant database connection"))?;
                 index = batch_end;
+                crate::kill_point!("apply.after_step");
             }
         }
     }
