@@ -42,6 +42,8 @@ pub struct Context {
     pub synced: std::sync::atomic::AtomicBool,
     /// Placements written and not yet cached, under the placement lock.
     pub placements: super::placement::Placements,
+    /// Tenant reconciles working on each server, bounded.
+    pub slots: super::bulkhead::ServerSlots,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -55,6 +57,7 @@ impl Context {
         metrics: Metrics,
         resync: Duration,
         index_jobs: Arc<IndexJobs>,
+        slots: super::bulkhead::ServerSlots,
     ) -> Self {
         Self {
             client,
@@ -66,6 +69,7 @@ impl Context {
             health: HealthBook::default(),
             synced: std::sync::atomic::AtomicBool::new(false),
             placements: Default::default(),
+            slots,
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

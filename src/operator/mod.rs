@@ -4,6 +4,7 @@
 //! this replica holds the leader Lease. `/healthz`, `/readyz` and
 //! `/metrics` are served throughout.
 
+mod bulkhead;
 mod context;
 mod error;
 mod fence;
@@ -127,6 +128,7 @@ pub async fn run(
         metrics::Metrics::default(),
         config.resync,
         IndexJobs::new(config.index_retry),
+        bulkhead::ServerSlots::new(config.concurrency),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let http = http::serve(config.http_addr, ctx.clone(), ready.clone()).await?;

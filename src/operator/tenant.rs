@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::metrics::{ControllerLabel, ErrorLabels, ReconcileLabels};
-use super::{OperatorError, Stores, placement};
+use super::{OperatorError, Stores, bulkhead, placement};
 use crate::admin_access::AdminCredentials;
 use crate::api::tenant_database::{DeletionPolicy, IndexPhase, TenantDatabaseStatus};
 use crate::api::{DatabaseServer, TenantDatabase};
@@ -103,6 +103,9 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
         Ok(located) => located,
         Err(failure) => return report(&tenant, ctx, None, failure).await,
     };
+    let Some(_slot) = ctx.slots.enter(&located.desired.server).await else {
+        return Ok(Action::requeue(bulkhead::BUSY_RETRY));
+    };
     let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
     if let Some(error) = still_down(ctx, &admin, &located.desired.server).await {
         let failure = Failure {
@@ -150,11 +153,13 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
         Some(password) => StoredPassword::Found(password),
         None => StoredPassword::Missing,
     };
-    let outcome = match reconcile::provision(&pool, &admin, &located.desired, stored, Mode::Apply).await {
-        Ok(outcome) => outcome,
-        Err(error) => return report(&tenant, ctx, Some(&located.desired), Failure::from(&error)).await,
-    };
-    if let Some(password) = &outcome.plan.password {
+    // The connection Secret is written under the tenant lock, with the
+    // password just set on the role (reconcile::provision_and_publish).
+    let publish = async |outcome: &reconcile::Outcome| -> Result<(), OperatorError> {
+        crate::kill_point!("tenant.before_secret");
+        let Some(password) = &outcome.plan.password else {
+            return Ok(());
+        };
         let endpoint = Endpoint {
             host: located.server.spec.host.clone(),
             port: u16::try_from(located.server.spec.port).unwrap_or(5432),
@@ -168,15 +173,26 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
             .as_ref()
             .is_none_or(|s| s.data != wanted.data || !owned_by(s, &tenant))
         {
-            secrets
-                .patch(
-                    &located.desired.secret_name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&wanted),
-                )
-                .await?;
+            let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&wanted));
+            let write = secrets.patch(&located.desired.secret_name, &params, &patch);
+            tokio::time::timeout(SECRET_WRITE, write)
+                .await
+                .map_err(|_| OperatorError::Timeout {
+                    action: "writing the connection Secret".to_owned(),
+                    after: SECRET_WRITE,
+                })??;
         }
-    }
+        Ok(())
+    };
+    let provisioned =
+        reconcile::provision_and_publish(&pool, &admin, &located.desired, stored, Mode::Apply, publish).await;
+    let outcome = match provisioned {
+        Ok((outcome, published)) => {
+            published?;
+            outcome
+        }
+        Err(error) => return report(&tenant, ctx, Some(&located.desired), Failure::from(&error)).await,
+    };
     if outcome.executed > 0 {
         tracing::info!(tenant = %key(&tenant), steps = outcome.executed, "applied changes");
     }
@@ -238,7 +254,9 @@ async fn apply(tenant: Arc<TenantDatabase>, ctx: &Context, stores: &Stores) -> R
         );
     }
     with_health(&mut new, &tenant, ctx, &located.desired.server, &now);
+    crate::kill_point!("tenant.before_status");
     write_status(&tenant, ctx, new).await?;
+    crate::kill_point!("tenant.after_status");
     ctx.succeeded(&key(&tenant));
     Ok(Action::requeue(requeue))
 }
@@ -260,6 +278,10 @@ async fn still_down(ctx: &Context, admin: &sqlx::postgres::PgConnectOptions, ser
         Err(_) => Some(known),
     }
 }
+
+/// How long writing the connection Secret may take; the tenant lock (an
+/// admin connection) is held meanwhile.
+const SECRET_WRITE: Duration = Duration::from_secs(15);
 
 /// How long a reconcile tries its server when the monitor found it down.
 const DOWN_CHECK: Duration = Duration::from_secs(2);
@@ -478,13 +500,18 @@ async fn cleanup(
         // The data may still exist: say why it cannot be dropped, and retry.
         Err(failure) => return block_deletion(&tenant, ctx, &failure.message).await,
     };
+    let Some(_slot) = ctx.slots.enter(&located.desired.server).await else {
+        return Ok(Action::requeue(bulkhead::BUSY_RETRY));
+    };
     let (pool, admin) = ctx.pools.get(&located.server, &located.credentials);
     if let Some(error) = still_down(ctx, &admin, &located.desired.server).await {
         let reason = format!("server {} does not answer: {error}", located.desired.server);
         return block_deletion(&tenant, ctx, &reason).await;
     }
+    crate::kill_point!("cleanup.before_drop");
     match reconcile::delete(&pool, &admin, &located.desired, Mode::Apply).await {
         Ok(steps) => {
+            crate::kill_point!("cleanup.after_drop");
             if !steps.is_empty() {
                 let note = format!(
                     "dropped database {} and role {} on {}",

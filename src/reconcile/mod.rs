@@ -50,6 +50,25 @@ pub async fn provision(
     stored: StoredPassword<'_>,
     mode: Mode,
 ) -> Result<Outcome, ReconcileError> {
+    provision_and_publish(pool, admin, desired, stored, mode, async |_| ())
+        .await
+        .map(|(outcome, ())| outcome)
+}
+
+/// [`provision`], then `publish` with the outcome while the tenant lock is
+/// still held, so the credentials set on the role and the ones published
+/// (the connection Secret) change together: another reconciler of the same
+/// tenant (a replica about to be fenced, a person's `tenantdb apply`) waits
+/// for both and sees the published password. `publish` is not run when
+/// provisioning failed; its own result is handed back as it is.
+pub async fn provision_and_publish<R>(
+    pool: &PgPool,
+    admin: &PgConnectOptions,
+    desired: &Desired,
+    stored: StoredPassword<'_>,
+    mode: Mode,
+    publish: impl AsyncFnOnce(&Outcome) -> R,
+) -> Result<(Outcome, R), ReconcileError> {
     with_tenant_lock(pool, desired, async |conn| {
         let tenant_db = admin_session::in_tenant_database(admin, desired.database.as_str(), version_of(conn));
         let snapshot = observe::observe(conn, desired, &tenant_db)
@@ -60,7 +79,9 @@ pub async fn provision(
             Mode::DryRun => 0,
             Mode::Apply => apply::apply(conn, &tenant_db, desired, &plan.steps).await?,
         };
-        Ok(Outcome { plan, executed })
+        let outcome = Outcome { plan, executed };
+        let published = publish(&outcome).await;
+        Ok((outcome, published))
     })
     .await
 }

@@ -1145,8 +1145,10 @@ fn first_words(query: &str) -> String {
     line.chars().take(120).collect()
 }
 
-/// `tenantdb run` with `--concurrency` = `workers` (as many tenants at
-/// once as the floor's connections and `apply --concurrency`).
+/// `tenantdb run` with `workers` tenants at once on the one server, as
+/// many as the floor's connections and `apply --concurrency`: the operator
+/// gives one server at most half its `--concurrency`, so that is twice
+/// `workers`.
 fn start_operator(
     exe: &Path,
     kubeconfig: &Path,
@@ -1159,7 +1161,7 @@ fn start_operator(
         .arg(kubeconfig)
         .args([
             "--concurrency",
-            &workers.to_string(),
+            &(2 * workers).to_string(),
             "--no-leader-election",
             "--http-addr",
             "127.0.0.1:0",
