@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the support code
 
 pub mod cluster;
+pub mod fixtures;
 /// The real control plane lives in the test kit, which the benchmark shares.
 pub use tenantdb_testkit::control_plane;
 pub mod hostile;
