@@ -47,10 +47,10 @@ use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use support::AdminLogin;
 use support::cluster::{TempDir, TestCluster};
 use support::fixtures::{add_server_with, add_tenant, condition, own_postgres};
 use support::link::Link;
+use support::{AdminLogin, wait_until};
 use tenantdb::api::TenantDatabase;
 use tenantdb::fault::KILL_POINTS;
 use tenantdb::throwaway::ThrowawayPostgres;
@@ -247,46 +247,29 @@ impl World {
     /// Creates a tenant with a seeded policy; no server named, so
     /// placement chooses one.
     async fn create(&mut self) -> String {
-        let name = self.tenant_name();
         let policy = if self.rng.random_bool(0.5) {
             "Delete"
         } else {
             "Retain"
         };
-        add_tenant(
-            &self.cluster,
-            &self.namespace,
-            &name,
-            json!({"deletionPolicy": policy}),
-        )
-        .await;
-        self.tenants.insert(
-            name.clone(),
-            Tenant {
-                policy,
-                deleted: false,
-                password: None,
-                endpoint: None,
-                rows: 0,
-            },
-        );
-        name
+        self.add(policy, json!({"deletionPolicy": policy})).await
     }
 
     /// Creates a tenant on one named server.
     async fn create_on(&mut self, server: &str) -> String {
+        self.add("Delete", json!({"deletionPolicy": "Delete", "server": server}))
+            .await
+    }
+
+    /// Creates a tenant with `spec` (whose policy is `policy`) and keeps
+    /// track of it.
+    async fn add(&mut self, policy: &'static str, spec: serde_json::Value) -> String {
         let name = self.tenant_name();
-        add_tenant(
-            &self.cluster,
-            &self.namespace,
-            &name,
-            json!({"deletionPolicy": "Delete", "server": server}),
-        )
-        .await;
+        add_tenant(&self.cluster, &self.namespace, &name, spec).await;
         self.tenants.insert(
             name.clone(),
             Tenant {
-                policy: "Delete",
+                policy,
                 deleted: false,
                 password: None,
                 endpoint: None,
@@ -597,18 +580,22 @@ impl World {
         self.fail_on_findings(after);
     }
 
-    /// What is not converged yet: live tenants not Ready, deleted ones
-    /// still there.
-    async fn convergence(&self) -> Vec<String> {
-        let listed: BTreeMap<String, TenantDatabase> = self
-            .api()
+    /// The suite's TenantDatabases as the API server has them, by name.
+    async fn listed(&self) -> BTreeMap<String, TenantDatabase> {
+        self.api()
             .list(&ListParams::default())
             .await
             .unwrap()
             .items
             .into_iter()
             .map(|t| (t.metadata.name.clone().unwrap(), t))
-            .collect();
+            .collect()
+    }
+
+    /// What is not converged yet: live tenants not Ready, deleted ones
+    /// still there.
+    async fn convergence(&self) -> Vec<String> {
+        let listed = self.listed().await;
         let mut pending = Vec::new();
         for (name, tenant) in &self.tenants {
             match (tenant.deleted, listed.get(name)) {
@@ -629,15 +616,7 @@ impl World {
     /// no tenant on two servers, no published password changed.
     async fn check_safety(&mut self, after: &str) {
         self.findings.checks += 1;
-        let listed: BTreeMap<String, TenantDatabase> = self
-            .api()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|t| (t.metadata.name.clone().unwrap(), t))
-            .collect();
+        let listed = self.listed().await;
         let prefix = format!("{}/", self.namespace);
         // owner → servers holding a database of it
         let mut placed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -821,11 +800,3 @@ fn is_ready(tenant: &TenantDatabase) -> bool {
 
 /// The signal a kill point ends the operator with.
 const SIGKILL: i32 = 9;
-
-async fn wait_until(what: &str, check: impl AsyncFn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
