@@ -10,7 +10,9 @@
 //! OOM kill or a node loss would. Without the feature (every release
 //! build) the macro expands to nothing. I/O: the signal only.
 
-/// The kill points, as the suite arms them.
+/// The kill points the suite's seeded rounds arm. One more,
+/// `tenant.reconcile` at the start of every tenant reconcile pass, is armed
+/// by a check of its own (a new tenant is Ready before the second pass).
 pub const KILL_POINTS: &[&str] = &[
     "placement.before_record",
     "placement.after_record",

@@ -1,5 +1,6 @@
-//! Placement and admission of a tenant that is not on a server yet: choose
-//! its server (`spec.server`, else the matching server with the most room
+//! Step one of the tenant pipeline ([`super::tenant`]): the tenant's
+//! server — the one recorded in `status.server` ([`locate`]), else, for a
+//! tenant not on a server yet, placement and admission: choose its server (`spec.server`, else the matching server with the most room
 //! under `capacity.maxDatabases`) and record the choice in `status.server`
 //! — written and confirmed by the API server before any SQL runs, so a
 //! database is never created on a server the tenant is not recorded on.
@@ -34,6 +35,40 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 /// until the cache shows them; the lock every placement holds.
 #[derive(Default)]
 pub struct Placements(tokio::sync::Mutex<HashMap<String, String>>);
+
+/// The server `tenant` is on: the one recorded in `status.server` (which
+/// `spec.server` may not contradict: a tenant is never moved), else the
+/// one [`place`] chooses and records. The inner error is a failure to
+/// report (no such server, none with room, …).
+pub async fn locate(
+    tenant: &TenantDatabase,
+    client: &kube::Client,
+    stores: &Stores,
+    placements: &Placements,
+) -> Result<Result<Arc<DatabaseServer>, Failure>, OperatorError> {
+    let Some(placed) = tenant.status.as_ref().and_then(|s| s.server.clone()) else {
+        return place(tenant, client, stores, placements).await;
+    };
+    let refuse = |reason: &'static str, message: String| {
+        Ok(Err(Failure {
+            reason,
+            message,
+            permanent: true,
+        }))
+    };
+    if let Some(wanted) = &tenant.spec.server
+        && *wanted != placed
+    {
+        return refuse(
+            "ServerChanged",
+            format!("the tenant is on DatabaseServer {placed}; moving it to {wanted} is not supported"),
+        );
+    }
+    match stores.servers.get(&ObjectRef::new(&placed)) {
+        Some(server) => Ok(Ok(server)),
+        None => refuse("ServerNotFound", format!("DatabaseServer {placed} not found")),
+    }
+}
 
 /// Places `tenant` (not on a server yet) and records the placement: the
 /// server, or the failure to report (no server, none with room, or a

@@ -1,11 +1,13 @@
 //! Step four of the pipeline: run a plan's steps. Consecutive steps that may
 //! share a transaction do; CREATE/DROP DATABASE run alone (PostgreSQL
 //! forbids them in a transaction block); extensions run on a connection to
-//! the tenant database.
+//! the tenant database. Every call has a client-side deadline
+//! ([`super::deadline`]).
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
+use super::deadline::{self, within};
 use super::desired::Desired;
 use super::error::ReconcileError;
 use super::plan::{Context, Step};
@@ -28,11 +30,15 @@ pub async fn apply(
                     .iter()
                     .position(|s| s.context() != Context::AdminTransaction)
                     .map_or(steps.len(), |offset| index + offset);
-                let mut tx = admin.begin().await.map_err(failed("begin transaction"))?;
+                let mut tx = within(deadline::ANSWER, admin.begin())
+                    .await
+                    .map_err(failed("begin transaction"))?;
                 for step in &steps[index..batch_end] {
                     execute(&mut tx, step).await.map_err(failed(operation(step)))?;
                 }
-                tx.commit().await.map_err(failed("commit"))?;
+                within(deadline::ANSWER, tx.commit())
+                    .await
+                    .map_err(failed("commit"))?;
                 index = batch_end;
                 crate::kill_point!("apply.after_step");
             }
@@ -55,12 +61,16 @@ pub async fn apply(
                     .map_err(failed("connect to the tenant database"))?;
                 // One transaction: the extension schema and the extensions
                 // installed into it appear together or not at all.
-                let mut tx = conn.begin().await.map_err(failed("begin transaction"))?;
+                let mut tx = within(deadline::ANSWER, conn.begin())
+                    .await
+                    .map_err(failed("begin transaction"))?;
                 for step in &steps[index..batch_end] {
                     execute(&mut tx, step).await.map_err(failed(operation(step)))?;
                 }
-                tx.commit().await.map_err(failed("commit"))?;
-                conn.close()
+                within(deadline::ANSWER, tx.commit())
+                    .await
+                    .map_err(failed("commit"))?;
+                within(deadline::ANSWER, conn.close())
                     .await
                     .map_err(failed("close the tenant database connection"))?;
                 index = batch_end;
@@ -71,20 +81,28 @@ pub async fn apply(
     Ok(steps.len())
 }
 
+/// Runs one step within its deadline: [`deadline::LONG`] for the steps
+/// that do real work on the server, [`deadline::ANSWER`] for the rest.
 async fn execute(conn: &mut PgConnection, step: &Step) -> Result<(), sqlx::Error> {
+    let limit = match step {
+        Step::CreateDatabase { .. } | Step::DropDatabase { .. } | Step::CreateExtension { .. } => {
+            deadline::LONG
+        }
+        _ => deadline::ANSWER,
+    };
     if let Step::TerminateSessions { database, role } = step {
-        sqlx::query(
+        let terminate = sqlx::query(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
               WHERE (datname = $1 OR usename = $2) AND pid <> pg_backend_pid()",
         )
         .bind(database.as_str())
         .bind(role.as_str())
-        .execute(&mut *conn)
-        .await?;
+        .execute(&mut *conn);
+        within(limit, terminate).await?;
         return Ok(());
     }
     if let Some(statement) = step.statement() {
-        sqlx::query(statement).execute(&mut *conn).await?;
+        within(limit, sqlx::query(statement).execute(&mut *conn)).await?;
     }
     Ok(())
 }

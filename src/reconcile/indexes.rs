@@ -593,10 +593,9 @@ pub fn job_record(jobs: &IndexJobs, desired: &Desired, action: &IndexAction) -> 
     ))
 }
 
-/// Observes the tenant database's indexes, plans, and (in [`Mode::Apply`])
-/// marks matching indexes at once and starts the builds and drops in the
-/// background. `pool` and `admin` are the server's admin pool and its
-/// connect options.
+/// [`reconcile_in`] with the tenant database reached from the server's
+/// admin pool and its connect options (for callers not holding the
+/// tenant's lock; the operator runs [`reconcile_in`] under it).
 pub async fn reconcile(
     pool: &sqlx::PgPool,
     admin: &PgConnectOptions,
@@ -608,10 +607,25 @@ pub async fn reconcile(
         .await
         .map_err(db_error(desired, "connect as admin"))?;
     let tenant_db = crate::admin_session::in_tenant_database(admin, desired.database.as_str(), version);
-    let mut conn = crate::admin_access::connect(&tenant_db)
+    reconcile_in(&tenant_db, desired, jobs, mode).await
+}
+
+/// Observes the tenant database's indexes, plans, and (in [`Mode::Apply`])
+/// marks matching indexes at once and starts the builds and drops in the
+/// background. `tenant_db` are the admin options for the tenant database
+/// (pinned for its server's version). Every call on the connection has a
+/// client-side deadline ([`super::deadline`]).
+pub async fn reconcile_in(
+    tenant_db: &PgConnectOptions,
+    desired: &Desired,
+    jobs: &std::sync::Arc<IndexJobs>,
+    mode: Mode,
+) -> Result<IndexOutcome, ReconcileError> {
+    use super::deadline::{ANSWER, within};
+    let mut conn = crate::admin_access::connect(tenant_db)
         .await
         .map_err(db_error(desired, "connect to the tenant database"))?;
-    let snapshot = observe(&mut conn, desired)
+    let snapshot = within(ANSWER, observe(&mut conn, desired))
         .await
         .map_err(db_error(desired, "observe indexes"))?;
     let key = |job: &str| JobKey::new(&desired.server, desired.database.as_str(), job);
@@ -623,16 +637,14 @@ pub async fn reconcile(
     );
     let mut started = Vec::new();
     if mode == Mode::Apply {
-        sqlx::query("SET lock_timeout = '10s'")
-            .execute(&mut conn)
+        within(ANSWER, sqlx::query("SET lock_timeout = '10s'").execute(&mut conn))
             .await
             .map_err(db_error(desired, "mark index"))?;
         for action in &plan.actions {
             if let IndexAction::Mark(_) = action {
                 for step in action.steps(desired) {
                     if let JobStep::Alone(statement) = step {
-                        sqlx::query(statement)
-                            .execute(&mut conn)
+                        within(ANSWER, sqlx::query(statement).execute(&mut conn))
                             .await
                             .map_err(db_error(desired, "mark index"))?;
                     }
@@ -665,7 +677,7 @@ pub async fn reconcile(
             }
         }
     }
-    let _ = conn.close().await;
+    let _ = within(ANSWER, conn.close()).await;
     Ok(IndexOutcome { plan, started })
 }
 

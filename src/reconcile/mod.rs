@@ -6,6 +6,7 @@
 //! apply`) never interleave on the same tenant.
 
 pub mod apply;
+pub mod deadline;
 pub mod desired;
 pub mod error;
 pub mod index_jobs;
@@ -50,28 +51,30 @@ pub async fn provision(
     stored: StoredPassword<'_>,
     mode: Mode,
 ) -> Result<Outcome, ReconcileError> {
-    provision_and_publish(pool, admin, desired, stored, mode, async |_| ())
+    provision_and_publish(pool, admin, desired, stored, mode, async |_, _| ())
         .await
         .map(|(outcome, ())| outcome)
 }
 
-/// [`provision`], then `publish` with the outcome while the tenant lock is
-/// still held, so the credentials set on the role and the ones published
-/// (the connection Secret) change together: another reconciler of the same
-/// tenant (a replica about to be fenced, a person's `tenantdb apply`) waits
-/// for both and sees the published password. `publish` is not run when
-/// provisioning failed; its own result is handed back as it is.
+/// [`provision`], then `then` with the outcome and the admin options for
+/// the tenant database while the tenant lock is still held — so the
+/// credentials set on the role and the ones published (the connection
+/// Secret) change together, and the tenant's indexes are looked at by the
+/// same holder: another reconciler of the same tenant (a replica about to
+/// be fenced, a person's `tenantdb apply`) waits for all of it and sees the
+/// published password. `then` is not run when provisioning failed; its own
+/// result is handed back as it is.
 pub async fn provision_and_publish<R>(
     pool: &PgPool,
     admin: &PgConnectOptions,
     desired: &Desired,
     stored: StoredPassword<'_>,
     mode: Mode,
-    publish: impl AsyncFnOnce(&Outcome) -> R,
+    then: impl AsyncFnOnce(&Outcome, &PgConnectOptions) -> R,
 ) -> Result<(Outcome, R), ReconcileError> {
     with_tenant_lock(pool, desired, async |conn| {
         let tenant_db = admin_session::in_tenant_database(admin, desired.database.as_str(), version_of(conn));
-        let snapshot = observe::observe(conn, desired, &tenant_db)
+        let snapshot = deadline::within(deadline::ANSWER, observe::observe(conn, desired, &tenant_db))
             .await
             .map_err(db_error(desired, "observe catalog"))?;
         let plan = plan::plan_provision(desired, &snapshot, stored, crate::password::generate_password())?;
@@ -80,7 +83,7 @@ pub async fn provision_and_publish<R>(
             Mode::Apply => apply::apply(conn, &tenant_db, desired, &plan.steps).await?,
         };
         let outcome = Outcome { plan, executed };
-        let published = publish(&outcome).await;
+        let published = then(&outcome, &tenant_db).await;
         Ok((outcome, published))
     })
     .await
@@ -97,7 +100,7 @@ pub async fn delete(
 ) -> Result<Vec<Step>, ReconcileError> {
     with_tenant_lock(pool, desired, async |conn| {
         let tenant_db = admin_session::in_tenant_database(admin, desired.database.as_str(), version_of(conn));
-        let snapshot = observe::observe(conn, desired, &tenant_db)
+        let snapshot = deadline::within(deadline::ANSWER, observe::observe(conn, desired, &tenant_db))
             .await
             .map_err(db_error(desired, "observe catalog"))?;
         let steps = plan::plan_delete(desired, &snapshot)?;
@@ -111,7 +114,9 @@ pub async fn delete(
 
 /// Runs `work` on one pooled admin connection holding a session-level
 /// advisory lock for the tenant's database name. On any failure the
-/// connection is closed rather than returned, which releases the lock.
+/// connection is closed rather than returned, which releases the lock: a
+/// call cut off by its [`deadline`] may have left the connection mid-reply,
+/// and nothing more is sent on it.
 async fn with_tenant_lock<T>(
     pool: &PgPool,
     desired: &Desired,
@@ -122,17 +127,28 @@ async fn with_tenant_lock<T>(
         .await
         .map_err(db_error(desired, "connect as admin"))?;
     let key = format!("tenantdb:{}", desired.database.as_str());
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-        .bind(&key)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error(desired, "take the tenant lock"))?;
+    let locked = deadline::within(
+        deadline::ANSWER,
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *conn),
+    )
+    .await;
+    if let Err(error) = locked {
+        conn.close_on_drop();
+        return Err(db_error(desired, "take the tenant lock")(error));
+    }
     let result = work(&mut conn).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-        .bind(&key)
-        .execute(&mut *conn)
-        .await;
-    if result.is_err() || unlocked.is_err() {
+    let unlocked = result.is_ok()
+        && deadline::within(
+            deadline::ANSWER,
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&key)
+                .execute(&mut *conn),
+        )
+        .await
+        .is_ok();
+    if !unlocked {
         conn.close_on_drop();
     }
     result

@@ -1,0 +1,111 @@
+//! The `tenantdb.io/cleanup` finalizer's work, in the pipeline's shape:
+//! honour `deletionPolicy` — `Retain` keeps everything, `Delete` drops the
+//! database and role under the tenant lock — or say why it cannot (status
+//! and an Event) and keep the finalizer until a person sets
+//! [`LEAVE_DATA`](super::LEAVE_DATA). Every way out that lets the finalizer
+//! go either did what the policy says, found nothing of the tenant's to
+//! drop, or was told to by that annotation; each says so in an Event.
+//!
+//! I/O: the caches and the API server as [`super::gather`] reads them,
+//! PostgreSQL (the drop, through the reconcile core), Events and status.
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::{LEAVE_DATA, gather, key, provision, publish};
+use crate::api::TenantDatabase;
+use crate::api::tenant_database::DeletionPolicy;
+use crate::operator::context::Context;
+use crate::operator::{OperatorError, Stores, bulkhead};
+use crate::reconcile::{self, Mode};
+
+/// Carries out the tenant's `deletionPolicy`; `Action::await_change()`
+/// lets the finalizer go, an error keeps it (retried with backoff).
+pub async fn cleanup(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    stores: &Stores,
+) -> Result<Action, OperatorError> {
+    if tenant.spec.deletion_policy == DeletionPolicy::Retain {
+        let names = tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.database_name.clone())
+            .unwrap_or_default();
+        let note = format!("deletionPolicy Retain: database {names} and its role were kept");
+        ctx.event(tenant, false, "Retained", note).await;
+        return Ok(Action::await_change());
+    }
+    if tenant.annotations().get(LEAVE_DATA).is_some_and(|v| v == "true") {
+        let status = tenant.status.as_ref();
+        let what = match (
+            status.and_then(|s| s.database_name.as_deref()),
+            status.and_then(|s| s.server.as_deref()),
+        ) {
+            (Some(database), Some(server)) => format!("database {database} and its role on {server} were"),
+            _ => "whatever was provisioned was".to_owned(),
+        };
+        ctx.event(
+            tenant,
+            true,
+            "DataLeft",
+            format!("{LEAVE_DATA}=true: {what} not dropped although deletionPolicy is Delete; drop them by hand if they should go"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    // Placement is recorded before any SQL runs, so a tenant never placed,
+    // or whose spec never resolved to a database, has nothing to drop.
+    let never_resolved = tenant.status.as_ref().is_none_or(|s| s.database_name.is_none());
+    let nothing_to_drop = async |message: &str| {
+        let note = format!("nothing was provisioned, nothing to drop: {message}");
+        ctx.event(tenant, false, "NothingToDelete", note).await;
+        Ok(Action::await_change())
+    };
+    let server = match gather::server_to_clean(tenant, stores) {
+        Ok(server) => server,
+        Err(failure) if failure.reason == "NotPlaced" => return nothing_to_drop(&failure.message).await,
+        // The data may still exist: say why it cannot be dropped, and retry.
+        Err(failure) => return publish::deletion_blocked(tenant, ctx, &failure.message).await,
+    };
+    let access = match gather::access(tenant, ctx, stores, server, true).await? {
+        Ok(access) => access,
+        Err(failure) if failure.reason == "InvalidSpec" && never_resolved => {
+            return nothing_to_drop(&failure.message).await;
+        }
+        Err(failure) => return publish::deletion_blocked(tenant, ctx, &failure.message).await,
+    };
+    let desired = &access.desired;
+    let Some(_slot) = ctx.slots.enter(&desired.server).await else {
+        return Ok(Action::requeue(bulkhead::BUSY_RETRY));
+    };
+    let (pool, admin) = ctx.pools.get(&access.server, &access.credentials);
+    if let Some(error) = provision::still_down(ctx, &admin, &desired.server).await {
+        let reason = format!("server {} does not answer: {error}", desired.server);
+        return publish::deletion_blocked(tenant, ctx, &reason).await;
+    }
+    crate::kill_point!("cleanup.before_drop");
+    match reconcile::delete(&pool, &admin, desired, Mode::Apply).await {
+        Ok(steps) => {
+            crate::kill_point!("cleanup.after_drop");
+            if !steps.is_empty() {
+                let note = format!(
+                    "dropped database {} and role {} on {}",
+                    desired.database.as_str(),
+                    desired.role.as_str(),
+                    desired.server
+                );
+                ctx.event(tenant, false, "Deleted", note).await;
+            }
+            ctx.succeeded(&key(tenant));
+            Ok(Action::await_change())
+        }
+        Err(error) if error.category() == reconcile::ErrorCategory::Conflict => {
+            // Not ours: nothing to drop, and nothing that should hold the deletion.
+            ctx.event(tenant, true, "Conflict", format!("nothing dropped: {error}"))
+                .await;
+            Ok(Action::await_change())
+        }
+        Err(error) => publish::deletion_blocked(tenant, ctx, &error.to_string()).await,
+    }
+}
