@@ -14,7 +14,17 @@
 //! - **The link to PostgreSQL dropped**, then **blackholed** (connections
 //!   hang); while the second server hangs, a tenant on the first must still
 //!   become Ready — a hung server never wedges the operator.
+//! - **A server silent mid-call**: blackholed while a reconcile holds the
+//!   tenant's lock on an open connection; the call must end at its
+//!   client-side deadline and the tenant say so.
+//! - **One of two replicas cut off from the API server** while it leads;
+//!   the other must take over and converge while the cut-off one, still
+//!   running, has fenced itself.
 //! - **kube-apiserver restarted** while tenants come and go.
+//!
+//! Two races are made to happen first: a new tenant must be Ready within
+//! the reconcile pass that adds its finalizer, and the connection Secret
+//! must be written while the tenant's lock is held.
 //!
 //! After every fault the invariants are checked on the state the fault left
 //! (the operator stopped): no database or role tenantdb made belongs to no
@@ -36,11 +46,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -214,6 +225,7 @@ async fn suite(kills: usize, seed: u64) -> String {
         spawned: 0,
     };
 
+    world.provisioned_in_the_pass_that_adds_the_finalizer().await;
     world.secret_published_under_the_lock().await;
     // A settled fleet to start from.
     for _ in 0..6 {
@@ -234,6 +246,8 @@ async fn suite(kills: usize, seed: u64) -> String {
     world.postgres_restart().await;
     world.link_dropped().await;
     world.link_blackholed().await;
+    world.silent_mid_call().await;
+    world.replica_cut_off().await;
     world.apiserver_restart().await;
     world.findings.summary()
 }
@@ -313,6 +327,17 @@ impl World {
     /// Starts `tenantdb run` as the chart's ServiceAccount, with
     /// `failpoints` armed.
     fn spawn(&mut self, failpoints: Option<&str>) -> tokio::process::Child {
+        let kubeconfig = self.cluster.operator_kubeconfig.clone();
+        self.spawn_with(failpoints, &kubeconfig, &["--no-leader-election"])
+    }
+
+    /// [`Self::spawn`] with its own kubeconfig and more arguments.
+    fn spawn_with(
+        &mut self,
+        failpoints: Option<&str>,
+        kubeconfig: &Path,
+        args: &[&str],
+    ) -> tokio::process::Child {
         self.spawned += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -322,16 +347,16 @@ impl World {
         use std::io::Write;
         writeln!(
             &log,
-            "===== operator {} (FAILPOINTS={})",
+            "===== operator {} (FAILPOINTS={}) {}",
             self.spawned,
-            failpoints.unwrap_or("")
+            failpoints.unwrap_or(""),
+            args.join(" ")
         )
         .unwrap();
         tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
             .args(["run", "--kubeconfig"])
-            .arg(&self.cluster.operator_kubeconfig)
+            .arg(kubeconfig)
             .args([
-                "--no-leader-election",
                 "--http-addr",
                 "127.0.0.1:0",
                 "--resync",
@@ -339,6 +364,7 @@ impl World {
                 "--concurrency",
                 "4",
             ])
+            .args(args)
             .env("FAILPOINTS", failpoints.unwrap_or(""))
             .env("RUST_LOG", "tenantdb=info,kube_runtime=warn")
             .env("NO_COLOR", "1")
@@ -406,6 +432,188 @@ impl World {
         );
         *self.findings.faults.entry("SIGKILLs").or_default() += 1;
         self.check_safety(&format!("SIGKILL at {point} ({work})")).await;
+    }
+
+    /// A new tenant is provisioned in the reconcile pass that adds its
+    /// finalizer. The operator, with no other tenant to look at, is armed
+    /// to die at the start of its second pass (`tenant.reconcile`, which
+    /// every pass crosses); the tenant must be Ready by then. (With
+    /// kube-runtime's finalizer helper the first pass only added the
+    /// finalizer and the work waited for the watch to bring that change
+    /// back — the pass this kill cuts off: the tenant was never Ready.)
+    async fn provisioned_in_the_pass_that_adds_the_finalizer(&mut self) {
+        assert!(
+            self.tenants.is_empty(),
+            "this check needs an operator with nothing else to reconcile"
+        );
+        let mut operator = self.spawn(Some("tenant.reconcile=1*off->return"));
+        let first = self.servers[0].name.clone();
+        let name = self.create_on(&first).await;
+        let status = match tokio::time::timeout(KILL_WITHIN, operator.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!(
+                "no second reconcile pass within {KILL_WITHIN:?} (is tenantdb built with --features fault-injection?)\n{}",
+                self.log_tail()
+            ),
+        };
+        assert_eq!(status.signal(), Some(SIGKILL), "{status}\n{}", self.log_tail());
+        let tenant = self.api().get(&name).await.unwrap();
+        assert!(
+            is_ready(&tenant)
+                && tenant
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == tenantdb::operator::FINALIZER),
+            "{name} was not Ready with its finalizer when the second reconcile pass began: {:?}\n{}",
+            condition(&tenant, "Ready").map(|c| (&c.reason, &c.message)),
+            self.log_tail()
+        );
+        self.findings.checks += 1;
+    }
+
+    /// A server that goes silent while a reconcile is mid-call on an open
+    /// connection — past the login, the health check and the pool, where
+    /// neither the pinned `statement_timeout` (the server never sees the
+    /// call end) nor TCP (the connection is up) ends the wait. The operator
+    /// is made to pause 3 s before each batch of SQL steps
+    /// (`apply.before_step=sleep`); once the tenant's lock is seen held,
+    /// the link is blackholed, so the next call goes into silence. The
+    /// call must end at its client-side deadline and the tenant say so.
+    /// (Without a deadline the reconcile waited with the lock, an admin
+    /// connection and a worker held, until TCP gave up.)
+    async fn silent_mid_call(&mut self) {
+        let mut operator = self.spawn(Some("apply.before_step=sleep(3000)"));
+        let second = self.servers[1].name.clone();
+        let name = self.create_on(&second).await;
+        let database = format!("{}_{name}", self.namespace.replace('-', "_"));
+        // Straight to the server, not through the link.
+        let url = self.servers[1].postgres.superuser_url();
+        let key = format!("tenantdb:{database}");
+        wait_until(&format!("{name}'s lock held by the operator"), async || {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&key)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            // Closing the session releases the lock if this probe took it.
+            conn.close().await.unwrap();
+            !free
+        })
+        .await;
+        self.link.blackhole();
+        let silenced = Instant::now();
+        let api = self.api();
+        wait_until(&format!("{name} reports the silent call"), async || {
+            api.get(&name).await.is_ok_and(|t| {
+                condition(&t, "Ready")
+                    .is_some_and(|c| c.status == "False" && c.message.contains("did not answer within"))
+            })
+        })
+        .await;
+        eprintln!(
+            "fault-injection: {name}'s call into {second}'s silence ended after {:.1} s",
+            silenced.elapsed().as_secs_f64()
+        );
+        operator.kill().await.unwrap();
+        self.link.heal();
+        *self.findings.faults.entry("servers silent mid-call").or_default() += 1;
+        self.check_safety("a server silent mid-call").await;
+        let operator = self.spawn(None);
+        self.converge_and_check("a server silent mid-call", operator)
+            .await;
+    }
+
+    /// One of two replicas is cut off from the API server while it leads
+    /// (its kubeconfig goes through a link the suite cuts); tenants come
+    /// and go meanwhile. The other replica must take over and converge
+    /// everything with the cut-off one still running, and the cut-off one
+    /// must have fenced itself.
+    async fn replica_cut_off(&mut self) {
+        let kubeconfig = std::fs::read_to_string(&self.cluster.operator_kubeconfig).unwrap();
+        let server = kube::config::Kubeconfig::read_from(&self.cluster.operator_kubeconfig)
+            .unwrap()
+            .clusters[0]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .server
+            .clone()
+            .unwrap();
+        let target: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+        let link = Link::to(target).await;
+        let via_link = self.logs.0.join("via-link.kubeconfig");
+        std::fs::write(
+            &via_link,
+            kubeconfig.replace(&server, &format!("https://{}", link.addr)),
+        )
+        .unwrap();
+        let lease_namespace = self.cluster.lease_namespace().await;
+        let lease_name = format!("fault-{}", self.findings.seed);
+        let election = |identity: &'static str| {
+            vec![
+                "--lease-namespace".to_owned(),
+                lease_namespace.clone(),
+                "--lease-name".to_owned(),
+                lease_name.clone(),
+                "--lease-duration".to_owned(),
+                "4s".to_owned(),
+                "--identity".to_owned(),
+                identity.to_owned(),
+            ]
+        };
+        fn args(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let (a_args, b_args) = (election("replica-a"), election("replica-b"));
+        let mut a = self.spawn_with(None, &via_link, &args(&a_args));
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.cluster.client.clone(), &lease_namespace);
+        let holder = async || -> Option<String> {
+            leases
+                .get_opt(&lease_name)
+                .await
+                .unwrap()
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+        };
+        wait_until("replica-a leads", async || {
+            holder().await.as_deref() == Some("replica-a")
+        })
+        .await;
+        let operator_kubeconfig = self.cluster.operator_kubeconfig.clone();
+        let b = self.spawn_with(None, &operator_kubeconfig, &args(&b_args));
+        link.cut();
+        self.create().await;
+        self.create().await;
+        self.delete_one(false).await;
+        wait_until("replica-b leads", async || {
+            holder().await.as_deref() == Some("replica-b")
+        })
+        .await;
+        *self
+            .findings
+            .faults
+            .entry("replicas cut off from the API server")
+            .or_default() += 1;
+        // replica-a is still running, cut off, while replica-b converges.
+        self.converge_and_check("a replica cut off from the API server", b)
+            .await;
+        let running = a.try_wait().unwrap().is_none();
+        a.kill().await.unwrap();
+        assert!(
+            running,
+            "replica-a ended instead of fencing itself\n{}",
+            self.log_tail()
+        );
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("fencing") && l.contains("replica-a")),
+            "replica-a never fenced itself after its cut\n{}",
+            self.log_tail()
+        );
+        self.findings.checks += 1;
     }
 
     /// A race, made to happen: the connection Secret must be written while
