@@ -568,3 +568,60 @@ async fn builds_are_throttled_per_server() {
         tenant.close().await;
     }
 }
+
+/// A build in flight on a server that goes silent — the call sent, no
+/// answer coming back — ends once the server stops answering a liveness
+/// check on the side, instead of waiting for TCP to give up (a quarter of
+/// an hour) with a build slot held. The build is made to wait (an open
+/// transaction of the tenant's writes to the table, which CREATE INDEX
+/// CONCURRENTLY waits for; the server would end that wait at the build's
+/// 60 s lock_timeout, but its answer goes into the silence too), then the
+/// link between tenantdb and the server is blackholed. (Without the check
+/// the job never ended.)
+#[tokio::test]
+async fn a_build_on_a_server_gone_silent_ends_once_it_stops_answering() {
+    let jobs = IndexJobs::new(Duration::from_secs(3600));
+    let tenant = Tenant::provision(
+        "idx",
+        "silent",
+        json!([{"name": "orders_created", "table": "orders", "columns": ["created_at"]}]),
+    )
+    .await;
+    let mut app = tenant.login().await;
+    execute(
+        &mut app,
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, created_at timestamptz DEFAULT now())",
+    )
+    .await;
+    execute(&mut app, "BEGIN; INSERT INTO orders DEFAULT VALUES").await;
+    let login = support::admin().await;
+    let target = tokio::net::lookup_host((login.host.as_str(), login.port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let link = support::link::Link::to(target).await;
+    let via_link = tenant.admin.clone().host("127.0.0.1").port(link.addr.port());
+    let pool = admin_access::admin_pool(via_link.clone(), 2);
+    let outcome = indexes::reconcile(&pool, &via_link, &tenant.desired, &jobs, Mode::Apply)
+        .await
+        .unwrap();
+    let mut inspect = tenant.inspect().await;
+    building_backend(&mut inspect, tenant.desired.database.as_str()).await;
+    link.blackhole();
+    let silenced = Instant::now();
+    let (action, handle) = outcome.started.into_iter().next().expect("a build started");
+    tokio::time::timeout(Duration::from_secs(120), handle)
+        .await
+        .expect("the build still waits on its silent server after 120 s")
+        .unwrap();
+    eprintln!(
+        "the build ended {:.1} s into the silence",
+        silenced.elapsed().as_secs_f64()
+    );
+    let record = indexes::job_record(&jobs, &tenant.desired, &action).unwrap();
+    let error = record.last_error.unwrap_or_default();
+    assert!(error.contains("stopped answering"), "{error}");
+    link.heal();
+    execute(&mut app, "COMMIT").await;
+}

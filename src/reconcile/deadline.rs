@@ -6,7 +6,10 @@
 //! hour — holding the tenant's lock, an admin connection and a worker.
 //! Every call the reconcile core makes on an open connection goes through
 //! [`within`]; a call that runs out fails with a timeout error, and the
-//! caller closes the connection instead of reusing it. I/O: timers only.
+//! caller closes the connection instead of reusing it. A call that may
+//! rightly take hours (an index build) is bounded instead by its server's
+//! liveness ([`while_answering`]). I/O: timers, and the liveness check's
+//! logins.
 
 use std::future::Future;
 use std::time::Duration;
@@ -34,6 +37,41 @@ pub async fn within<T>(
             std::io::ErrorKind::TimedOut,
             format!("the server did not answer within {} s", limit.as_secs()),
         ))),
+    }
+}
+
+/// How often a long call's server is asked whether it is still there.
+pub const LIVENESS_EVERY: Duration = ANSWER;
+
+/// Runs `call`, which may rightly take hours (an index build), as long as
+/// the server behind `options` keeps answering: every [`LIVENESS_EVERY`] a
+/// fresh connection is tried on the side, and when no answer comes within
+/// the connect timeout — not an error, which is an answer, but silence —
+/// `call` is given up with a timeout error. A build is thereby bounded by
+/// its server's liveness rather than by a duration.
+pub async fn while_answering<T>(
+    options: &sqlx::postgres::PgConnectOptions,
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let mut call = std::pin::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => return result,
+            () = tokio::time::sleep(LIVENESS_EVERY) => {
+                let checked = match crate::admin_access::connect(options).await {
+                    Ok(conn) => within(ANSWER, sqlx::Connection::close(conn)).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(sqlx::Error::Io(io)) = checked
+                    && io.kind() == std::io::ErrorKind::TimedOut
+                {
+                    return Err(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the server stopped answering during a long call ({io})"),
+                    )));
+                }
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Background index work. A build can take hours, so reconciles start it
 //! here and move on; the job runs on its own connection to the tenant
-//! database (no statement timeout, a lock timeout) and records how it
+//! database (no statement timeout, a lock timeout; a build runs as long as
+//! the server keeps answering a liveness check on the side, so one on a
+//! server gone silent ends instead of holding its slot) and records how it
 //! ended, so the next reconcile reports `Building`, `Ready` or the failure
 //! and retries a failure with backoff.
 //!
@@ -17,6 +19,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, broadcast};
 
+use super::deadline::{ANSWER, while_answering, within};
 use super::indexes::{JobStep, reason};
 
 /// The lock timeout of index DDL. CREATE INDEX CONCURRENTLY takes a lock
@@ -245,32 +248,40 @@ async fn run(tenant_db: &PgConnectOptions, steps: Vec<JobStep>) -> Result<(), St
     let mut conn = crate::admin_access::connect(&options)
         .await
         .map_err(|e| reason(&e))?;
+    // Quick calls have a deadline; a build, which may rightly take hours,
+    // runs as long as the server keeps answering a check on the side.
     let result = async {
-        sqlx::query(SET_BUILD_LOCK_TIMEOUT).execute(&mut conn).await?;
-        sqlx::query("SET statement_timeout = 0")
-            .execute(&mut conn)
-            .await?;
+        within(ANSWER, sqlx::query(SET_BUILD_LOCK_TIMEOUT).execute(&mut conn)).await?;
+        within(
+            ANSWER,
+            sqlx::query("SET statement_timeout = 0").execute(&mut conn),
+        )
+        .await?;
         // DROP … IF EXISTS would log a NOTICE for every fresh build.
-        sqlx::query("SET client_min_messages = warning")
-            .execute(&mut conn)
-            .await?;
+        within(
+            ANSWER,
+            sqlx::query("SET client_min_messages = warning").execute(&mut conn),
+        )
+        .await?;
         for step in steps {
             match step {
                 JobStep::Alone(statement) => {
-                    sqlx::query(statement).execute(&mut conn).await?;
+                    while_answering(tenant_db, sqlx::query(statement).execute(&mut conn)).await?;
                 }
                 JobStep::Together(statements) => {
-                    let mut tx = conn.begin().await?;
+                    let mut tx = within(ANSWER, conn.begin()).await?;
                     for statement in statements {
-                        sqlx::query(statement).execute(&mut *tx).await?;
+                        while_answering(tenant_db, sqlx::query(statement).execute(&mut *tx)).await?;
                     }
-                    tx.commit().await?;
+                    within(ANSWER, tx.commit()).await?;
                 }
             }
         }
         Ok::<_, sqlx::Error>(())
     }
     .await;
-    let _ = conn.close().await;
+    if result.is_ok() {
+        let _ = within(ANSWER, conn.close()).await;
+    }
     result.map_err(|e| reason(&e))
 }
