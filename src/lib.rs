@@ -6,6 +6,7 @@ pub mod admin_access;
 pub mod admin_session;
 pub mod api;
 pub mod connection_secret;
+pub mod db_error;
 pub mod fault;
 pub mod health;
 pub mod local;

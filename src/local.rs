@@ -33,6 +33,8 @@ pub struct ServerHandle {
     pub endpoint: Endpoint,
     /// Its `spec.healthCheck`, resolved.
     pub health: HealthPolicy,
+    /// Where its DatabaseServer document is.
+    pub origin: Origin,
 }
 
 /// One tenant to act on.
@@ -76,7 +78,8 @@ impl Workspace {
         admin_url: Option<&str>,
         concurrency: u32,
     ) -> Result<(Self, Vec<ManifestError>), LocalError> {
-        let mut problems = set.reference_errors(admin_url.is_some());
+        let mut problems = set.problems(admin_url.is_some());
+        let refused: std::collections::BTreeSet<_> = problems.iter().map(|p| p.origin.clone()).collect();
         let override_options = admin_url
             .map(PgConnectOptions::from_str)
             .transpose()
@@ -126,30 +129,30 @@ impl Workspace {
                     admin,
                     endpoint,
                     health: HealthPolicy::of(&server.object),
+                    origin: server.origin.clone(),
                 },
             );
         }
 
         let mut jobs = Vec::new();
         for tenant in &set.tenants {
+            if refused.contains(&tenant.origin) {
+                continue; // its problems are reported
+            }
             let Ok(server) = set.place(&tenant.object) else {
                 continue; // reported by reference_errors
             };
             if !servers.contains_key(&server.name_any()) {
                 continue; // the server's own problem is reported
             }
-            match reconcile::resolve(&tenant.object, server) {
-                Ok(desired) => jobs.push(TenantJob {
+            // Resolves: the set's problems include every spec problem.
+            if let Ok(desired) = reconcile::resolve(&tenant.object, server) {
+                jobs.push(TenantJob {
                     origin: tenant.origin.clone(),
                     namespace: tenant.object.namespace().unwrap_or_else(|| "default".into()),
                     tenant: tenant.object.clone(),
                     desired,
-                }),
-                Err(error) => problems.push(ManifestError {
-                    origin: tenant.origin.clone(),
-                    field: error.field,
-                    reason: error.reason,
-                }),
+                });
             }
         }
         let index_jobs = IndexJobs::new(Duration::from_secs(24 * 3600));
@@ -161,6 +164,49 @@ impl Workspace {
             },
             problems,
         ))
+    }
+
+    /// Logs in to every server once, within the connect timeout, before
+    /// anything runs: a server that cannot be reached is one problem,
+    /// saying what failed (refused, no answer, host not found, TLS,
+    /// authentication) and where, at once — not a pool timeout per tenant
+    /// after 30 s. Its tenants get no job.
+    pub async fn reach(&mut self) -> Vec<ManifestError> {
+        let tries = self.servers.iter().map(|(name, server)| async move {
+            let address = format!("{}:{}", server.admin.get_host(), server.admin.get_port());
+            match admin_access::connect(&server.admin).await {
+                Ok(conn) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                    None
+                }
+                Err(error) => Some((
+                    name.clone(),
+                    server.origin.clone(),
+                    crate::db_error::describe(&error, &address),
+                    error,
+                )),
+            }
+        });
+        let mut problems = Vec::new();
+        for (name, origin, reason, error) in futures::future::join_all(tries).await.into_iter().flatten() {
+            let authentication = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "28P01" || code == "28000");
+            problems.push(ManifestError {
+                origin,
+                field: if authentication {
+                    "spec.adminSecretRef"
+                } else {
+                    "spec.host"
+                }
+                .into(),
+                reason: format!("DatabaseServer {name}: cannot log in as administrator: {reason}"),
+            });
+            self.servers.remove(&name);
+            self.jobs.retain(|job| job.desired.server != name);
+        }
+        problems
     }
 
     fn server(&self, job: &TenantJob) -> &ServerHandle {

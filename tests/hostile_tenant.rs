@@ -824,7 +824,7 @@ async fn the_command_line_never_runs_a_hostile_tenants_code_as_the_admin() {
     assert_eq!(as_other, 0, "{:?}", hostile::recorded(&mut inspector).await);
     drop(inspector);
 
-    let (code, out, err) = run(&["delete", "-f", m, "--secrets-dir", s]);
+    let (code, out, err) = run(&["delete", "-f", m, "--secrets-dir", s, "--yes"]);
     assert_eq!(code, Some(0), "{out}{err}");
     let mut superuser = support::connect().await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")

@@ -187,7 +187,27 @@ async fn delete_honours_the_deletion_policy_with_sessions_connected() {
     let mut kept_session = session("kept").await;
     let mut gone_session = session("gone").await;
 
-    let output = tenantdb(&["delete", "-f", m, "--secrets-dir", s]);
+    // Without --yes, delete only says what it would drop.
+    let preview = tenantdb(&["delete", "-f", m, "--secrets-dir", s]);
+    assert_eq!(preview.status.code(), Some(2), "{}", text(&preview.stderr));
+    let said = text(&preview.stdout);
+    assert!(
+        said.contains("clidel/gone: would drop database clidel_gone and role clidel_gone")
+            && said.contains(
+                "nothing was dropped: 1 tenant(s) would lose their database and role; run again with --yes"
+            ),
+        "{said}"
+    );
+    assert!(
+        support::database_exists("clidel_gone").await,
+        "a delete without --yes dropped it"
+    );
+    sqlx::query("SELECT 1")
+        .execute(&mut gone_session)
+        .await
+        .expect("a delete without --yes ended a session");
+
+    let output = tenantdb(&["delete", "-f", m, "--secrets-dir", s, "--yes"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(
@@ -227,7 +247,7 @@ async fn delete_honours_the_deletion_policy_with_sessions_connected() {
         "the dropped tenant's Secret file is removed"
     );
 
-    let again = tenantdb(&["delete", "-f", m]);
+    let again = tenantdb(&["delete", "-f", m, "--yes"]);
     assert!(again.status.success());
     assert!(text(&again.stdout).contains("clidel/gone: nothing to delete"));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -699,6 +719,133 @@ async fn status_shows_each_tenants_health_from_one_query_and_a_real_login() {
     assert_eq!(healthy(&objects[0]), ("True".into(), "Healthy".into()));
     for conn in held {
         conn.close().await.unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `apply` without `--secrets-dir` would set a password saved nowhere for
+/// a new tenant: refused, naming the way out, and nothing is created;
+/// `--discard-passwords` says yes to it, and a tenant whose role exists
+/// (no new password) is applied either way.
+#[tokio::test]
+async fn apply_refuses_to_set_a_password_it_cannot_save() {
+    let dir = workdir("nosave").await;
+    std::fs::write(
+        dir.join("manifests/tenants.yaml"),
+        tenant_yaml("clinosave", "acme", "{server: test-pg, deletionPolicy: Delete}"),
+    )
+    .unwrap();
+    let m = dir.join("manifests");
+    let m = m.to_str().unwrap();
+    let refused = tenantdb(&["apply", "-f", m]);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a new password would be set on role clinosave_acme and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        !support::database_exists("clinosave_acme").await,
+        "the refused apply created the database"
+    );
+
+    let discarded = tenantdb(&["apply", "-f", m, "--discard-passwords"]);
+    assert!(discarded.status.success(), "{}", text(&discarded.stderr));
+    assert!(support::database_exists("clinosave_acme").await);
+    // The role exists now: no new password, nothing to refuse.
+    let again = tenantdb(&["apply", "-f", m]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(tenantdb(&["delete", "-f", m, "--yes"]).status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A server that cannot be reached is one problem, said before anything
+/// runs, naming the server, its address and what failed — refused (nothing
+/// listens), no answer (the connect timeout, not the pool's 30 s "pool
+/// timed out"), authentication (the admin Secret named) — in one line,
+/// with no PostgreSQL source line number and nothing said twice.
+#[tokio::test]
+async fn an_unreachable_server_is_one_problem_that_says_what_failed() {
+    let admin = support::admin().await;
+    let dir = std::env::temp_dir().join(format!("tenantdb-cli-unreachable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifests = |port: u16, password: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {password}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: test-pg}}\n\
+             spec: {{host: 127.0.0.1, port: {port}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n{}",
+            admin.user,
+            tenant_yaml("cliunreach", "acme", "{server: test-pg}")
+        )
+    };
+    let run = |port: u16, password: &str| {
+        std::fs::write(dir.join("all.yaml"), manifests(port, password)).unwrap();
+        let started = std::time::Instant::now();
+        let output = tenantdb(&["plan", "-f", dir.to_str().unwrap()]);
+        (output, started.elapsed())
+    };
+    let lines = |output: &Output| -> Vec<String> {
+        text(&output.stderr)
+            .lines()
+            .filter(|l| l.contains("cannot log in as administrator"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let file = dir.join("all.yaml");
+    let at = format!("{}:2:", file.display());
+
+    // Nothing listens on the port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (refused, _) = run(port, &admin.password);
+    let said = lines(&refused);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        said.len(),
+        1,
+        "one problem for the server: {}",
+        text(&refused.stderr)
+    );
+    assert!(
+        said[0].starts_with(&format!("{at} spec.host: DatabaseServer test-pg: cannot log in as administrator: connection to 127.0.0.1:{port} refused")),
+        "{said:?}"
+    );
+
+    // Something accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (unanswered, took) = run(port, &admin.password);
+    let said = lines(&unanswered);
+    eprintln!("a silent server was reported after {:.1} s", took.as_secs_f64());
+    assert_eq!(said.len(), 1, "{}", text(&unanswered.stderr));
+    assert!(
+        said[0].contains(&format!("spec.host: DatabaseServer test-pg: cannot log in as administrator: no answer from 127.0.0.1:{port}")),
+        "{said:?}"
+    );
+    drop(silent);
+
+    // The server answers, and refuses the password.
+    let (denied, _) = run(admin.port, "not-the-password");
+    let stderr = text(&denied.stderr);
+    let said = lines(&denied);
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(
+        said[0].contains("spec.adminSecretRef: DatabaseServer test-pg: cannot log in as administrator: password authentication failed for user")
+            && said[0].contains("check the username and password"),
+        "{said:?}"
+    );
+    for output in [&refused, &unanswered, &denied] {
+        let all = text(&output.stderr);
+        assert!(!all.contains(" at line "), "a PostgreSQL source line: {all}");
+        assert!(!all.contains("pool timed out"), "the pool's vague timeout: {all}");
+        assert!(
+            !all.contains("cliunreach/acme"),
+            "a tenant of an unreachable server was tried: {all}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,6 +1,8 @@
 //! `tenantdb check`: validate manifests exactly as the API server would
-//! (schema, defaults, CEL rules), check the references between them, and
-//! with `--connect` log in to each DatabaseServer as its administrator.
+//! (schema, defaults, CEL rules), then as `plan` and the operator would
+//! (each tenant's spec against its server, the set as a whole: see
+//! [`tenantdb::manifest::ManifestSet::problems`]), and with `--connect` log
+//! in to each DatabaseServer as its administrator.
 //!
 //! Problems are printed as `file:document: field: reason`; the exit code is
 //! 1 when there is any.
@@ -33,7 +35,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let validator = SchemaValidator::new()?;
     let (set, mut problems) = ManifestSet::load(&args.paths, &validator)?;
-    problems.extend(set.reference_errors(args.admin_url.is_some()));
+    problems.extend(set.problems(args.admin_url.is_some()));
     for problem in &problems {
         eprintln!("{problem}");
     }
@@ -94,7 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 Err(error) => {
                     unreachable += 1;
-                    eprintln!("{name}: cannot log in as administrator: {error}");
+                    let address = format!("{}:{}", options.get_host(), options.get_port());
+                    let reason = tenantdb::db_error::describe(&error, &address);
+                    eprintln!("{name}: cannot log in as administrator: {reason}");
                 }
             }
         }

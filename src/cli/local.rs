@@ -55,6 +55,12 @@ pub struct ApplyArgs {
     #[command(flatten)]
     common: Common,
 
+    /// Set new passwords even without --secrets-dir, where they are saved
+    /// nowhere (the role then has a password no one knows until it is set
+    /// again). Without this, a tenant that would get one is refused.
+    #[arg(long)]
+    discard_passwords: bool,
+
     /// Output format: a summary table, or the TenantDatabase objects with status as a JSON list.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
@@ -69,8 +75,9 @@ enum Output {
 async fn prepare(common: &Common) -> anyhow::Result<(Workspace, Vec<ManifestError>)> {
     let validator = SchemaValidator::new()?;
     let (set, mut problems) = ManifestSet::load(&common.paths, &validator)?;
-    let (workspace, more) = Workspace::prepare(&set, common.admin_url.as_deref(), common.concurrency)?;
+    let (mut workspace, more) = Workspace::prepare(&set, common.admin_url.as_deref(), common.concurrency)?;
     problems.extend(more);
+    problems.extend(workspace.reach().await);
     for problem in &problems {
         eprintln!("{problem}");
     }
@@ -234,7 +241,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let common = &args.common;
     let results = for_each_job(&workspace, common.concurrency, async |job| {
         let started = Instant::now();
-        let result = apply_one(&workspace, common, job).await;
+        let result = apply_one(&workspace, common, args.discard_passwords, job).await;
         let elapsed = started.elapsed().as_millis();
         match &result {
             Ok(applied) if applied.outcome.executed == 0 && applied.index_jobs == 0 => {
@@ -287,10 +294,8 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         let failure = match (result, error) {
             (Ok(_), _) => None,
             (Err(_), Some(error)) => Some(Failure::from(error)),
-            (Err(other), None) => {
-                eprintln!("{}: {other:#}", job.key());
-                continue;
-            }
+            // Said above, as it happened.
+            (Err(_), None) => continue,
         };
         let mut object: TenantDatabase = job.tenant.clone();
         let mut status = tenantdb::status::provisioned(
@@ -366,8 +371,23 @@ struct Applied {
     secret_written: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-async fn apply_one(workspace: &Workspace, common: &Common, job: &TenantJob) -> anyhow::Result<Applied> {
+async fn apply_one(
+    workspace: &Workspace,
+    common: &Common,
+    discard_passwords: bool,
+    job: &TenantJob,
+) -> anyhow::Result<Applied> {
     let password = secret_password(common, job)?;
+    if common.secrets_dir.is_none() && !discard_passwords {
+        // Nothing may run that sets a password saved nowhere: look first.
+        let preview = workspace.provision(job, stored(&password), Mode::DryRun).await?;
+        if preview.plan.password_is_new {
+            anyhow::bail!(
+                "refused: a new password would be set on role {} and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed",
+                job.desired.role.as_str()
+            );
+        }
+    }
     let outcome = workspace.provision(job, stored(&password), Mode::Apply).await?;
     // The password is saved first, and off the tenant's turn: the file is
     // fsynced, which on a slow disk costs as much as the SQL.
@@ -384,7 +404,7 @@ async fn apply_one(workspace: &Workspace, common: &Common, job: &TenantJob) -> a
         _ => {
             if outcome.plan.password_is_new {
                 eprintln!(
-                    "{}: warning: a new password was set but not saved anywhere (give --secrets-dir to keep it)",
+                    "{}: warning: --discard-passwords: a new password was set and saved nowhere",
                     job.key()
                 );
             }
@@ -453,18 +473,32 @@ async fn build_indexes(
     Ok((after.plan, started, failures))
 }
 
-pub async fn delete(common: Common) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Drop what the plan shows. Without it, delete only says what it
+    /// would drop (exit code 2 when something would be), and drops nothing.
+    #[arg(long)]
+    yes: bool,
+}
+
+pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let common = args.common;
+    let mode = if args.yes { Mode::Apply } else { Mode::DryRun };
     let (workspace, problems) = prepare(&common).await?;
     let results = for_each_job(&workspace, common.concurrency, async |job| {
         match job.tenant.spec.deletion_policy {
             DeletionPolicy::Retain => Ok(None),
-            DeletionPolicy::Delete => workspace.delete(job, Mode::Apply).await.map(Some),
+            DeletionPolicy::Delete => workspace.delete(job, mode).await.map(Some),
         }
     })
     .await;
     workspace.close().await;
 
     let mut failed = problems.len();
+    let mut pending = 0;
     for (job, result) in workspace.jobs.iter().zip(results) {
         let (database, role) = (job.desired.database.as_str(), job.desired.role.as_str());
         match result {
@@ -482,6 +516,11 @@ pub async fn delete(common: Common) -> anyhow::Result<ExitCode> {
                         _ => None,
                     })
                     .collect();
+                if mode == Mode::DryRun {
+                    pending += 1;
+                    println!("{}: would drop {}", job.key(), dropped.join(" and "));
+                    continue;
+                }
                 println!("{}: dropped {}", job.key(), dropped.join(" and "));
                 if let Some(dir) = &common.secrets_dir {
                     let _ = std::fs::remove_file(local::secret_path(dir, job));
@@ -493,8 +532,15 @@ pub async fn delete(common: Common) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if pending > 0 {
+        println!(
+            "nothing was dropped: {pending} tenant(s) would lose their database and role; run again with --yes to drop them"
+        );
+    }
     Ok(if failed > 0 {
         ExitCode::FAILURE
+    } else if pending > 0 {
+        ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })

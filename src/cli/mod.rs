@@ -58,8 +58,9 @@ enum Command {
     Apply(local::ApplyArgs),
     /// Show each tenant's health: connections against its limit, a real login, latency, size.
     Status(local::StatusArgs),
-    /// Carry out each tenant's deletionPolicy (Retain: nothing; Delete: drop database and role).
-    Delete(local::Common),
+    /// Carry out each tenant's deletionPolicy (Retain: nothing; Delete: drop
+    /// database and role) — only with --yes; without, say what would be dropped.
+    Delete(local::DeleteArgs),
     /// Run a throwaway local PostgreSQL with an admin role, for trying tenantdb out.
     Sandbox(sandbox::Args),
 }

@@ -9,6 +9,7 @@
 mod load;
 mod references;
 pub mod schema;
+mod whole_set;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ pub use load::load_documents;
 pub use schema::SchemaValidator;
 
 /// Where a document came from: file and 1-based position in the file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Origin {
     pub file: PathBuf,
     pub document: usize,
@@ -74,6 +75,10 @@ pub struct ManifestSet {
     pub servers: Vec<Located<DatabaseServer>>,
     pub tenants: Vec<Located<TenantDatabase>>,
     pub secrets: Vec<Located<Secret>>,
+    /// Tenants the schema refused (left out of `tenants`, never acted on),
+    /// with the fields it named: their specs are still checked, so one run
+    /// reports every problem of a document.
+    pub refused_tenants: Vec<(Located<TenantDatabase>, Vec<String>)>,
 }
 
 impl ManifestSet {
@@ -123,16 +128,29 @@ impl ManifestSet {
                 });
             }
             (_, "TenantDatabase" | "DatabaseServer") if is_tenantdb(api_version) => {
-                let value = validator.validate(&value, None).map_err(|errors| {
-                    errors
-                        .into_iter()
-                        .map(|e| ManifestError {
-                            origin: origin.clone(),
-                            field: e.field,
-                            reason: e.reason,
-                        })
-                        .collect::<Vec<_>>()
-                })?;
+                let value = match validator.validate(&value, None) {
+                    Ok(value) => value,
+                    Err(errors) => {
+                        if kind == "TenantDatabase"
+                            && let Ok(tenant) = serde_json::from_value(value)
+                        {
+                            let fields = errors.iter().map(|e| e.field.clone()).collect();
+                            let refused = Located {
+                                origin: origin.clone(),
+                                object: tenant,
+                            };
+                            self.refused_tenants.push((refused, fields));
+                        }
+                        return Err(errors
+                            .into_iter()
+                            .map(|e| ManifestError {
+                                origin: origin.clone(),
+                                field: e.field,
+                                reason: e.reason,
+                            })
+                            .collect());
+                    }
+                };
                 if kind == "TenantDatabase" {
                     let tenant = serde_json::from_value(value).map_err(|e| whole(e.to_string()))?;
                     self.tenants.push(Located {

@@ -143,8 +143,17 @@ impl Desired {
     }
 }
 
-/// Resolves `tenant` as placed on `server`.
+/// Resolves `tenant` as placed on `server`; the error is the first of
+/// [`resolve_all`]'s problems.
 pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desired, SpecError> {
+    resolve_all(tenant, server).map_err(|mut problems| problems.swap_remove(0))
+}
+
+/// Resolves `tenant` as placed on `server`, or says every problem of its
+/// spec at once (never an empty list), each naming its field — the one
+/// rule book `tenantdb check`, `plan`, `apply` and the operator share.
+pub fn resolve_all(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desired, Vec<SpecError>> {
+    let mut problems = Vec::new();
     let spec = &tenant.spec;
     let namespace = tenant.namespace().unwrap_or_else(|| "default".into());
     let name = tenant.name_any();
@@ -152,10 +161,12 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         .database_name
         .clone()
         .unwrap_or_else(|| derive_name(&namespace, &name));
-    let database = tenant_ident("spec.databaseName", &database_name)?;
-    if SERVER_DATABASES.contains(&database.as_str()) || database.as_str() == server.spec.maintenance_database
+    let database = take(&mut problems, tenant_ident("spec.databaseName", &database_name));
+    if database.is_some()
+        && (SERVER_DATABASES.contains(&database_name.as_str())
+            || database_name == server.spec.maintenance_database)
     {
-        return Err(SpecError::new(
+        problems.push(SpecError::new(
             "spec.databaseName",
             format!(
                 "{database_name:?} is one of DatabaseServer {}'s own databases, never a tenant's",
@@ -164,20 +175,28 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
         ));
     }
     let role = match &spec.role_name {
-        Some(role) => tenant_ident("spec.roleName", role)?,
+        Some(role) => take(&mut problems, tenant_ident("spec.roleName", role)),
         None => database.clone(),
     };
     let defaults = server.spec.defaults.as_ref();
-    let pool = resolve_pool(spec.pool.as_ref(), defaults.and_then(|d| d.pool.as_ref()))?;
-    let settings = resolve_limits(spec.limits.as_ref(), defaults.and_then(|d| d.limits.as_ref()))?;
+    let pool = take_all(
+        &mut problems,
+        resolve_pool(spec.pool.as_ref(), defaults.and_then(|d| d.pool.as_ref())),
+    );
+    let settings = take_all(
+        &mut problems,
+        resolve_limits(spec.limits.as_ref(), defaults.and_then(|d| d.limits.as_ref())),
+    );
     let allowed: BTreeSet<&str> = match &server.spec.allowed_extensions {
         Some(list) => list.iter().map(String::as_str).collect(),
         None => DEFAULT_ALLOWED_EXTENSIONS.iter().copied().collect(),
     };
     let mut extensions = BTreeSet::new();
     for (i, extension) in spec.extensions.iter().enumerate() {
-        if !allowed.contains(extension.as_str()) {
-            return Err(SpecError::new(
+        if allowed.contains(extension.as_str()) {
+            extensions.insert(extension.clone());
+        } else {
+            problems.push(SpecError::new(
                 format!("spec.extensions[{i}]"),
                 format!(
                     "{extension:?} is not on the allow-list of DatabaseServer {}",
@@ -185,16 +204,20 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
                 ),
             ));
         }
-        extensions.insert(extension.clone());
     }
-    let indexes = resolve_indexes(&spec.indexes)?;
+    let indexes = take_all(&mut problems, resolve_indexes(&spec.indexes));
     let secret_name = spec.secret_name.clone().unwrap_or_else(|| format!("{name}-db"));
     if !is_k8s_name(&secret_name) {
-        return Err(SpecError::new(
+        problems.push(SpecError::new(
             "spec.secretName",
             format!("{secret_name:?} is not a valid Kubernetes object name"),
         ));
     }
+    let (Some(database), Some(role), Some(pool), Some(settings), Some(indexes), true) =
+        (database, role, pool, settings, indexes, problems.is_empty())
+    else {
+        return Err(problems);
+    };
     let adoption = adoption_grant(&server.spec.adoption, &namespace, &database, &role);
     Ok(Desired {
         owner: format!("{namespace}/{name}"),
@@ -218,6 +241,16 @@ pub fn resolve(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<Desir
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_MAX_INDEX_BUILDS),
     })
+}
+
+/// `result`'s value, or `None` with its problem noted.
+fn take<T>(problems: &mut Vec<SpecError>, result: Result<T, SpecError>) -> Option<T> {
+    result.map_err(|e| problems.push(e)).ok()
+}
+
+/// `result`'s value, or `None` with its problems noted.
+fn take_all<T>(problems: &mut Vec<SpecError>, result: Result<T, Vec<SpecError>>) -> Option<T> {
+    result.map_err(|mut e| problems.append(&mut e)).ok()
 }
 
 /// `namespace_name`, lower-cased, with every character PostgreSQL would need
@@ -284,7 +317,11 @@ fn tenant_ident(field: &str, name: &str) -> Result<Ident, SpecError> {
     Ok(ident)
 }
 
-fn resolve_pool(tenant: Option<&PoolSpec>, server: Option<&PoolSpec>) -> Result<PoolContract, SpecError> {
+fn resolve_pool(
+    tenant: Option<&PoolSpec>,
+    server: Option<&PoolSpec>,
+) -> Result<PoolContract, Vec<SpecError>> {
+    let mut problems = Vec::new();
     let pick = |get: fn(&PoolSpec) -> Option<i32>| tenant.and_then(get).or_else(|| server.and_then(get));
     let pick_str = |get: fn(&PoolSpec) -> Option<&String>| {
         tenant.and_then(get).or_else(|| server.and_then(get)).cloned()
@@ -292,46 +329,65 @@ fn resolve_pool(tenant: Option<&PoolSpec>, server: Option<&PoolSpec>) -> Result<
     let max_connections = pick(|p| p.max_connections).unwrap_or(DEFAULT_MAX_CONNECTIONS);
     let min_connections = pick(|p| p.min_connections).unwrap_or(DEFAULT_MIN_CONNECTIONS.min(max_connections));
     let replicas = pick(|p| p.replicas).unwrap_or(DEFAULT_REPLICAS);
-    range("spec.pool.maxConnections", max_connections, 1, 10_000)?;
-    range("spec.pool.minConnections", min_connections, 0, 10_000)?;
-    range("spec.pool.replicas", replicas, 1, 1_000)?;
+    take(
+        &mut problems,
+        range("spec.pool.maxConnections", max_connections, 1, 10_000),
+    );
+    take(
+        &mut problems,
+        range("spec.pool.minConnections", min_connections, 0, 10_000),
+    );
+    take(&mut problems, range("spec.pool.replicas", replicas, 1, 1_000));
     if min_connections > max_connections {
-        return Err(SpecError::new(
+        problems.push(SpecError::new(
             "spec.pool.minConnections",
             format!("{min_connections} exceeds maxConnections {max_connections}"),
         ));
     }
     let duration =
         |field: &str, value: String| parse_millis(&value).map_err(|e| SpecError::new(field, e.to_string()));
-    let idle_timeout_ms = duration(
-        "spec.pool.idleTimeout",
-        pick_str(|p| p.idle_timeout.as_ref()).unwrap_or_else(|| DEFAULT_IDLE_TIMEOUT.into()),
-    )?;
-    let connection_timeout_ms = duration(
-        "spec.pool.connectionTimeout",
-        pick_str(|p| p.connection_timeout.as_ref()).unwrap_or_else(|| DEFAULT_CONNECTION_TIMEOUT.into()),
-    )?;
+    let idle_timeout_ms = take(
+        &mut problems,
+        duration(
+            "spec.pool.idleTimeout",
+            pick_str(|p| p.idle_timeout.as_ref()).unwrap_or_else(|| DEFAULT_IDLE_TIMEOUT.into()),
+        ),
+    );
+    let connection_timeout_ms = take(
+        &mut problems,
+        duration(
+            "spec.pool.connectionTimeout",
+            pick_str(|p| p.connection_timeout.as_ref()).unwrap_or_else(|| DEFAULT_CONNECTION_TIMEOUT.into()),
+        ),
+    );
     let connection_limit = match pick(|p| p.connection_limit) {
         Some(limit) => {
-            range("spec.pool.connectionLimit", limit, 1, 100_000)?;
+            take(
+                &mut problems,
+                range("spec.pool.connectionLimit", limit, 1, 100_000),
+            );
             limit
         }
         None => max_connections * replicas + CONNECTION_RESERVE,
     };
-    Ok(PoolContract {
-        max_connections,
-        min_connections,
-        idle_timeout_ms,
-        connection_timeout_ms,
-        replicas,
-        connection_limit,
-    })
+    match (idle_timeout_ms, connection_timeout_ms) {
+        (Some(idle_timeout_ms), Some(connection_timeout_ms)) if problems.is_empty() => Ok(PoolContract {
+            max_connections,
+            min_connections,
+            idle_timeout_ms,
+            connection_timeout_ms,
+            replicas,
+            connection_limit,
+        }),
+        _ => Err(problems),
+    }
 }
 
 fn resolve_limits(
     tenant: Option<&LimitsSpec>,
     server: Option<&LimitsSpec>,
-) -> Result<BTreeMap<Setting, Option<i64>>, SpecError> {
+) -> Result<BTreeMap<Setting, Option<i64>>, Vec<SpecError>> {
+    let mut problems = Vec::new();
     let mut settings = BTreeMap::new();
     for setting in Setting::ALL {
         let get = |limits: &LimitsSpec| match setting {
@@ -344,18 +400,32 @@ fn resolve_limits(
             Setting::IdleInTransactionSessionTimeout => "spec.limits.idleInTransactionSessionTimeout",
             Setting::LockTimeout => "spec.limits.lockTimeout",
         };
-        let value = tenant.and_then(get).or_else(|| server.and_then(get));
-        let millis = value
-            .map(|v| parse_millis(&v).map_err(|e| SpecError::new(field, e.to_string())))
-            .transpose()?;
-        settings.insert(setting, millis);
+        match tenant
+            .and_then(get)
+            .or_else(|| server.and_then(get))
+            .map(|v| parse_millis(&v))
+        {
+            None => {
+                settings.insert(setting, None);
+            }
+            Some(Ok(millis)) => {
+                settings.insert(setting, Some(millis));
+            }
+            Some(Err(error)) => problems.push(SpecError::new(field, error.to_string())),
+        }
     }
-    Ok(settings)
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Checks every declared index before anything runs — names, columns, and
-/// expressions and predicates through the SQL parser — and resolves it.
-fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, SpecError> {
+/// expressions and predicates through the SQL parser — and resolves it;
+/// or says every problem found, in every index.
+fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, Vec<SpecError>> {
+    let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
     let mut resolved = Vec::new();
     for (i, index) in indexes.iter().enumerate() {
@@ -364,12 +434,12 @@ fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, SpecError
             Ident::parse(name).map_err(|e| SpecError::new(at(field.into()), format!("{name:?} {e}")))
         };
         let (name, table, schema) = (
-            ident("name", &index.name)?,
-            ident("table", &index.table)?,
-            ident("schema", &index.schema)?,
+            take(&mut problems, ident("name", &index.name)),
+            take(&mut problems, ident("table", &index.table)),
+            take(&mut problems, ident("schema", &index.schema)),
         );
         if index.name.starts_with(TEMPORARY_INDEX_PREFIX) {
-            return Err(SpecError::new(
+            problems.push(SpecError::new(
                 at("name".into()),
                 format!(
                     "names starting with {TEMPORARY_INDEX_PREFIX:?} are reserved for tenantdb's rebuilds"
@@ -377,38 +447,43 @@ fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, SpecError
             ));
         }
         if !seen.insert(index.name.as_str()) {
-            return Err(SpecError::new(
+            problems.push(SpecError::new(
                 at("name".into()),
                 format!("{:?} is declared twice", index.name),
             ));
         }
         if index.columns.is_empty() == index.expressions.is_empty() {
-            return Err(SpecError::new(
+            problems.push(SpecError::new(
                 format!("spec.indexes[{i}]"),
                 "exactly one of columns or expressions must be given",
             ));
         }
         let mut keys = Vec::new();
         for (j, column) in index.columns.iter().enumerate() {
-            keys.push(
-                key_column(column).map_err(|reason| SpecError::new(at(format!("columns[{j}]")), reason))?,
-            );
+            let key =
+                key_column(column).map_err(|reason| SpecError::new(at(format!("columns[{j}]")), reason));
+            keys.extend(take(&mut problems, key));
         }
         let mut include = Vec::new();
         for (j, column) in index.include.iter().enumerate() {
-            include.push(ident(&format!("include[{j}]"), column)?);
+            include.extend(take(&mut problems, ident(&format!("include[{j}]"), column)));
         }
         for (j, expression) in index.expressions.iter().enumerate() {
-            keys.push(IndexKey::Expression(IndexExpression::parse(expression).map_err(
-                |e| SpecError::new(at(format!("expressions[{j}]")), e.to_string()),
-            )?));
+            let key = IndexExpression::parse(expression)
+                .map(IndexKey::Expression)
+                .map_err(|e| SpecError::new(at(format!("expressions[{j}]")), e.to_string()));
+            keys.extend(take(&mut problems, key));
         }
-        let predicate = index
-            .predicate
-            .as_deref()
-            .map(IndexExpression::parse)
-            .transpose()
-            .map_err(|e| SpecError::new(at("where".into()), e.to_string()))?;
+        let predicate = index.predicate.as_deref().map(|predicate| {
+            take(
+                &mut problems,
+                IndexExpression::parse(predicate)
+                    .map_err(|e| SpecError::new(at("where".into()), e.to_string())),
+            )
+        });
+        let (Some(name), Some(table), Some(schema), true) = (name, table, schema, problems.is_empty()) else {
+            continue;
+        };
         let definition = IndexDefinition {
             schema,
             table,
@@ -422,7 +497,7 @@ fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, SpecError
             },
             keys,
             include,
-            predicate,
+            predicate: predicate.flatten(),
         };
         let digest = Sha256::digest(definition.canonical().as_bytes());
         let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -432,7 +507,11 @@ fn resolve_indexes(indexes: &[IndexSpec]) -> Result<Vec<DesiredIndex>, SpecError
             fingerprint,
         });
     }
-    Ok(resolved)
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Names tenantdb gives indexes while it rebuilds one (the new copy, then
@@ -497,6 +576,49 @@ mod tests {
         let mut tenant = TenantDatabase::new("acme", spec);
         tenant.metadata.namespace = Some("tenants".into());
         tenant
+    }
+
+    #[test]
+    fn every_problem_of_a_spec_is_named_at_once() {
+        let spec: TenantDatabaseSpec = serde_json::from_value(serde_json::json!({
+            "databaseName": "template1",
+            "extensions": ["hstore", "plpython3u"],
+            "pool": {"maxConnections": 2, "minConnections": 5, "idleTimeout": "soon"},
+            "limits": {"lockTimeout": "later"},
+            "indexes": [
+                {"name": "tenantdb_x", "table": "t", "columns": ["a"], "where": "a IN (SELECT 1)"},
+                {"name": "i", "table": "t", "expressions": ["pg_sleep(1)"]}
+            ]
+        }))
+        .unwrap();
+        let problems = resolve_all(&tenant(spec), &server(None)).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.databaseName",
+                "spec.pool.minConnections",
+                "spec.pool.idleTimeout",
+                "spec.limits.lockTimeout",
+                "spec.extensions[1]",
+                "spec.indexes[0].name",
+                "spec.indexes[0].where",
+                "spec.indexes[1].expressions[0]",
+            ],
+            "{problems:?}"
+        );
+        // resolve (the operator's and plan's first answer) is the first of them.
+        let first = resolve(
+            &tenant(
+                serde_json::from_value(
+                    serde_json::json!({"databaseName": "template1", "extensions": ["plpython3u"]}),
+                )
+                .unwrap(),
+            ),
+            &server(None),
+        )
+        .unwrap_err();
+        assert_eq!(first.field, "spec.databaseName");
     }
 
     #[test]

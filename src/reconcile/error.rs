@@ -63,16 +63,17 @@ pub enum ReconcileError {
     Database(Box<DatabaseFailure>),
 }
 
-/// A statement or connection that failed, with the tenant it was for.
+/// A statement or connection that failed, with the tenant it was for. Its
+/// message says the cause in one line ([`crate::db_error::describe`]); the
+/// cause is not also chained as a `source`, so nothing prints it twice.
 #[derive(Debug, thiserror::Error)]
-#[error("server {server}: {operation} for database {database} / role {role}: {source}")]
+#[error("server {server}: {operation} for database {database} / role {role}: {}", crate::db_error::describe(cause, &format!("server {server}")))]
 pub struct DatabaseFailure {
     pub server: String,
     pub database: Ident,
     pub role: Ident,
     pub operation: &'static str,
-    #[source]
-    pub source: sqlx::Error,
+    pub cause: sqlx::Error,
 }
 
 impl ReconcileError {
@@ -80,7 +81,7 @@ impl ReconcileError {
         match self {
             ReconcileError::InvalidSpec(_) => ErrorCategory::InvalidSpec,
             ReconcileError::Conflict(_) => ErrorCategory::Conflict,
-            ReconcileError::Database(failure) => classify(&failure.source),
+            ReconcileError::Database(failure) => classify(&failure.cause),
         }
     }
 }

@@ -120,13 +120,16 @@ pub async fn access(
             );
         }
     };
-    match reconcile::resolve(tenant, &server) {
+    match reconcile::resolve_all(tenant, &server) {
         Ok(desired) => Ok(Ok(Access {
             server,
             credentials,
             desired,
         })),
-        Err(error) => refuse("InvalidSpec", error.to_string()),
+        Err(problems) => {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            refuse("InvalidSpec", all.join("; "))
+        }
     }
 }
 
