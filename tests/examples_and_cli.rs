@@ -13,13 +13,9 @@ use tenantdb::manifest::{ManifestSet, SchemaValidator};
 
 #[test]
 fn every_example_parses_and_validates_against_the_crd_schema() {
-    let (set, problems) = ManifestSet::load(&["examples"], &SchemaValidator::new().unwrap()).unwrap();
+    let (set, problems) = ManifestSet::load(&["examples"], false, &SchemaValidator::new().unwrap()).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
-    assert!(
-        set.reference_errors(false).is_empty(),
-        "{:#?}",
-        set.reference_errors(false)
-    );
+    assert!(set.problems(false).is_empty(), "{:#?}", set.problems(false));
     assert_eq!(set.servers.len(), 1);
     assert_eq!(set.secrets.len(), 1);
     let mut names: Vec<String> = set.tenants.iter().map(|t| t.object.name_any()).collect();
@@ -159,4 +155,152 @@ fn run_refuses_a_resync_that_would_spin() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// A directory's subdirectories are read with `-R` (as `kubectl apply -R`);
+/// without it, a directory holding only subdirectories says so and names
+/// the flag. Standard input is `-f -`, so a kustomize overlay is checked as
+/// it renders.
+#[test]
+fn directories_below_are_read_with_r_and_standard_input_with_a_dash() {
+    let flat = tenantdb(&["check", "-f", "examples/gitops/"]);
+    assert!(!flat.status.success());
+    assert!(
+        text(&flat.stderr).contains("examples/gitops/: no .yaml, .yml or .json files found (it has subdirectories: give -R to read them too)"),
+        "{}",
+        text(&flat.stderr)
+    );
+    let deep = tenantdb(&[
+        "check",
+        "-R",
+        "-f",
+        "examples/gitops/",
+        "-f",
+        "examples/database-server.yaml",
+    ]);
+    let said = text(&deep.stdout);
+    assert!(
+        said.contains("examples/gitops/base/tenantdatabase.yaml:1"),
+        "{said}{}",
+        text(&deep.stderr)
+    );
+
+    let rendered = std::process::Command::new("kubectl")
+        .args(["kustomize", "examples/gitops/tenants/acme"])
+        .output()
+        .expect("kubectl is installed (make deps)");
+    assert!(rendered.status.success(), "{}", text(&rendered.stderr));
+    let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        .args(["check", "-f", "-", "-f", "examples/database-server.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check.stdin.take().unwrap().write_all(&rendered.stdout).unwrap();
+    let output = check.wait_with_output().unwrap();
+    let said = text(&output.stdout);
+    assert!(output.status.success(), "{said}{}", text(&output.stderr));
+    assert!(
+        said.contains("TenantDatabase tenant-acme/app") && said.contains(" -:"),
+        "{said}"
+    );
+}
+
+/// Every file a README command reads with `-f` exists (a snippet once
+/// applied a `namespaces.yaml` that was never there).
+#[test]
+fn files_the_readme_applies_exist() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut checked = 0;
+    for block in readme.split("```sh").skip(1) {
+        let block = block.split("```").next().unwrap();
+        let words: Vec<&str> = block.split_whitespace().collect();
+        for pair in words.windows(2) {
+            let path = pair[1];
+            if pair[0] != "-f" || path.starts_with(['-', '/', '$', '<']) || path.contains("://") {
+                continue;
+            }
+            let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+            assert!(full.exists(), "README.md applies {path}, which does not exist");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "no -f in README.md's sh blocks: the test proves nothing"
+    );
+}
+
+/// `make demo` installs only what the demo uses (PostgreSQL and Rust, not
+/// the test tools) and runs the binary where `CARGO_TARGET_DIR` puts it.
+#[test]
+fn make_demo_needs_only_postgres_and_rust_and_follows_cargo_target_dir() {
+    let dry = std::process::Command::new("make")
+        .args(["-n", "demo"])
+        .env("CARGO_TARGET_DIR", "/elsewhere/target")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("make is installed");
+    let said = text(&dry.stdout);
+    assert!(dry.status.success(), "{said}{}", text(&dry.stderr));
+    for tool in [
+        "kubectl",
+        "helm",
+        "kubernetes-validate",
+        "lua5.4",
+        "openssl",
+        "clippy",
+    ] {
+        assert!(!said.contains(tool), "make demo would install {tool}:\n{said}");
+    }
+    for step in [
+        "/elsewhere/target/debug/tenantdb check -f examples/",
+        "/elsewhere/target/debug/tenantdb sandbox -- examples/demo.sh",
+    ] {
+        assert!(said.contains(step), "make demo does not run {step}:\n{said}");
+    }
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.sh")).unwrap();
+    assert!(
+        demo.contains("${CARGO_TARGET_DIR:-target}/debug/tenantdb"),
+        "examples/demo.sh ignores CARGO_TARGET_DIR"
+    );
+}
+
+/// A text log written to a file or a pipe carries no colour escape codes
+/// (they stay for a terminal).
+#[test]
+fn a_log_written_to_a_pipe_has_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = support::cluster::TempDir::new("nocolour");
+    let kubeconfig = dir.0.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n\
+         users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    )
+    .unwrap();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        .args([
+            "run",
+            "--no-leader-election",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "tenantdb=info")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let line = lines
+        .find_map(|line| line.ok().filter(|l| l.contains("starting the operator")))
+        .expect("the operator logs that it starts");
+    run.kill().unwrap();
+    let _ = run.wait();
+    assert!(line.contains("INFO"), "{line:?}");
+    assert!(!line.contains('\u{1b}'), "colour codes in a piped log: {line:?}");
 }

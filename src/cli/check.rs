@@ -19,9 +19,13 @@ use tenantdb::manifest::{ManifestSet, SchemaValidator};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Manifest files or directories (each directory's .yaml, .yml and .json files).
+    /// Manifest files or directories (each directory's .yaml, .yml and .json files), or - for standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE_OR_DIR", required = true)]
     paths: Vec<PathBuf>,
+
+    /// Also read the directories below each directory given (as `kubectl apply -R`).
+    #[arg(short = 'R', long)]
+    recursive: bool,
 
     /// Also log in to every DatabaseServer with its admin credentials.
     #[arg(long)]
@@ -34,7 +38,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let validator = SchemaValidator::new()?;
-    let (set, mut problems) = ManifestSet::load(&args.paths, &validator)?;
+    let (set, mut problems) = ManifestSet::load(&args.paths, args.recursive, &validator)?;
     problems.extend(set.problems(args.admin_url.is_some()));
     for problem in &problems {
         eprintln!("{problem}");

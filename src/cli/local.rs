@@ -22,9 +22,13 @@ use tenantdb::status::{Failure, IndexReport};
 
 #[derive(clap::Args)]
 pub struct Common {
-    /// Manifest files or directories (each directory's .yaml, .yml and .json files).
+    /// Manifest files or directories (each directory's .yaml, .yml and .json files), or - for standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE_OR_DIR", required = true)]
     paths: Vec<PathBuf>,
+
+    /// Also read the directories below each directory given (as `kubectl apply -R`).
+    #[arg(short = 'R', long)]
+    recursive: bool,
 
     /// Admin connection URL to use for every DatabaseServer instead of its host and admin Secret.
     #[arg(long, env = "TENANTDB_ADMIN_URL", hide_env_values = true, value_name = "URL")]
@@ -74,7 +78,7 @@ enum Output {
 
 async fn prepare(common: &Common) -> anyhow::Result<(Workspace, Vec<ManifestError>)> {
     let validator = SchemaValidator::new()?;
-    let (set, mut problems) = ManifestSet::load(&common.paths, &validator)?;
+    let (set, mut problems) = ManifestSet::load(&common.paths, common.recursive, &validator)?;
     let (mut workspace, more) = Workspace::prepare(&set, common.admin_url.as_deref(), common.concurrency)?;
     problems.extend(more);
     problems.extend(workspace.reach().await);

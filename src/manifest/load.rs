@@ -1,5 +1,6 @@
 //! Turning files and directories into documents: every `.yaml`, `.yml` and
-//! `.json` file, each YAML document in it, in a stable order.
+//! `.json` file (or standard input, `-`), each YAML document in it, in a
+//! stable order.
 
 use std::path::{Path, PathBuf};
 
@@ -8,14 +9,23 @@ use serde_json::Value;
 
 use super::{Document, LoadError, ManifestError, Origin};
 
-/// Reads `paths` (files, or directories searched one level deep) and parses
-/// every document. A document that does not parse is reported, not fatal, so
-/// one typo does not hide the problems in the others.
-pub fn load_documents(paths: &[impl AsRef<Path>]) -> Result<(Vec<Document>, Vec<ManifestError>), LoadError> {
+/// Reads `paths` (files, or directories — their own files, and with
+/// `recursive` those of every directory below, as `kubectl apply -R`) and
+/// parses every document. A document that does not parse is reported, not
+/// fatal, so one typo does not hide the problems in the others.
+pub fn load_documents(
+    paths: &[impl AsRef<Path>],
+    recursive: bool,
+) -> Result<(Vec<Document>, Vec<ManifestError>), LoadError> {
     let mut documents = Vec::new();
     let mut errors = Vec::new();
-    for file in manifest_files(paths)? {
-        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
+    for file in manifest_files(paths, recursive)? {
+        let read = if file == Path::new(STDIN) {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(&file)
+        };
+        let text = read.map_err(|source| LoadError::Read {
             path: file.clone(),
             source,
         })?;
@@ -24,33 +34,56 @@ pub fn load_documents(paths: &[impl AsRef<Path>]) -> Result<(Vec<Document>, Vec<
     Ok((documents, errors))
 }
 
-fn manifest_files(paths: &[impl AsRef<Path>]) -> Result<Vec<PathBuf>, LoadError> {
+/// The path that means standard input (e.g. `kubectl kustomize DIR | tenantdb check -f -`).
+pub const STDIN: &str = "-";
+
+fn manifest_files(paths: &[impl AsRef<Path>], recursive: bool) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
     for path in paths {
         let path = path.as_ref();
-        let read_error = |source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(read_error)?
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_manifest(p))
-                .collect();
+        if path == Path::new(STDIN) {
+            files.push(path.to_owned());
+        } else if path.is_dir() {
+            let mut found = Vec::new();
+            let subdirectories = files_in(path, recursive, &mut found)?;
             if found.is_empty() {
                 return Err(LoadError::NothingFound {
                     path: path.to_owned(),
+                    subdirectories: !recursive && subdirectories,
                 });
             }
             found.sort();
             files.extend(found);
         } else {
-            std::fs::metadata(path).map_err(read_error)?;
+            std::fs::metadata(path).map_err(|source| LoadError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
             files.push(path.to_owned());
         }
     }
     Ok(files)
+}
+
+/// Adds the manifest files of `dir` (and, when `recursive`, of every
+/// directory below it) to `found`; says whether `dir` has subdirectories.
+fn files_in(dir: &Path, recursive: bool, found: &mut Vec<PathBuf>) -> Result<bool, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut subdirectories = false;
+    for path in entries.filter_map(|entry| entry.ok().map(|e| e.path())) {
+        if path.is_dir() {
+            subdirectories = true;
+            if recursive {
+                files_in(&path, true, found)?;
+            }
+        } else if path.is_file() && is_manifest(&path) {
+            found.push(path);
+        }
+    }
+    Ok(subdirectories)
 }
 
 fn is_manifest(path: &Path) -> bool {

@@ -57,8 +57,8 @@ pub struct ManifestError {
 pub enum LoadError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: no .yaml, .yml or .json files found")]
-    NothingFound { path: PathBuf },
+    #[error("{path}: no .yaml, .yml or .json files found{}", if *subdirectories { " (it has subdirectories: give -R to read them too)" } else { "" })]
+    NothingFound { path: PathBuf, subdirectories: bool },
 }
 
 /// A typed object from a manifest, with where it came from.
@@ -82,15 +82,17 @@ pub struct ManifestSet {
 }
 
 impl ManifestSet {
-    /// Loads every document under `paths`, validates the tenantdb ones against
+    /// Loads every document under `paths` (directories below them too when
+    /// `recursive`), validates the tenantdb ones against
     /// the CRD schema, and returns the valid objects with all problems found.
     /// A document with a problem is left out of the set, so nothing is ever
     /// done for it.
     pub fn load(
         paths: &[impl AsRef<Path>],
+        recursive: bool,
         validator: &SchemaValidator,
     ) -> Result<(Self, Vec<ManifestError>), LoadError> {
-        let (documents, mut errors) = load_documents(paths)?;
+        let (documents, mut errors) = load_documents(paths, recursive)?;
         let mut set = Self::default();
         for document in documents {
             if let Err(mut problems) = set.insert(document, validator) {
