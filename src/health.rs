@@ -317,6 +317,17 @@ pub fn apply(
         message: problem.as_ref().map(|(_, message)| message.clone()),
     });
     match &problem {
+        // No login proves the credentials yet (a tenant just provisioned,
+        // or `tenantdb status` without the Secrets): say so, not that it works.
+        None if latency_ms.is_none() => set_condition(
+            &mut status.conditions,
+            "Healthy",
+            true,
+            "LoginNotChecked",
+            "reachable and connection use is below the threshold; no login as the tenant has been tried yet",
+            generation,
+            now,
+        ),
         None => set_condition(
             &mut status.conditions,
             "Healthy",

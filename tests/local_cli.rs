@@ -714,9 +714,15 @@ async fn status_shows_each_tenants_health_from_one_query_and_a_real_login() {
         .clone()
         .unwrap();
     assert!(message.contains("password authentication failed"), "{message}");
-    // Without the Secrets there is no login to check.
+    // Without the Secrets there is no login to check, and status says so.
     let (_, objects) = status(false);
-    assert_eq!(healthy(&objects[0]), ("True".into(), "Healthy".into()));
+    assert_eq!(healthy(&objects[0]), ("True".into(), "LoginNotChecked".into()));
+    let said = &objects[0].status.as_ref().unwrap().conditions;
+    let said = &said.iter().find(|c| c.type_ == "Healthy").unwrap().message;
+    assert!(
+        said.contains("no login as the tenant has been tried yet"),
+        "{said}"
+    );
     for conn in held {
         conn.close().await.unwrap();
     }

@@ -2432,3 +2432,60 @@ async fn deletion_drops_or_says_why_and_only_a_person_lets_data_go() {
     );
     operator.stop().await;
 }
+
+/// A tenant just provisioned is logged in to at once, not somewhere in the
+/// login interval (an hour here), and until that login its `Healthy`
+/// condition says no login was tried — never "the tenant login works"
+/// without a latency to show for it. (First logins were spread over the
+/// whole interval, and the condition claimed the login worked meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tenant_is_logged_in_to_at_once_and_says_so_until_then() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("firstlogin");
+    add_server_with(
+        &cluster,
+        &server,
+        support::admin().await,
+        json!({"healthCheck": {"interval": "2s", "loginInterval": "1h"}}),
+    )
+    .await;
+    let ns = cluster.namespace("firstlogin").await;
+    let _operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let tenant = api.get("acme").await.unwrap();
+        let latency = tenant
+            .status
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.latency_ms);
+        if let Some(healthy) = condition(&tenant, "Healthy") {
+            seen.push((healthy.reason.clone(), latency));
+            assert!(
+                healthy.reason != "Healthy" || latency.is_some(),
+                "Healthy says the login works with no login to show for it: {}",
+                healthy.message
+            );
+            if healthy.reason == "LoginNotChecked" {
+                assert!(
+                    healthy
+                        .message
+                        .contains("no login as the tenant has been tried yet"),
+                    "{}",
+                    healthy.message
+                );
+            }
+        }
+        if latency.is_some() && condition(&tenant, "Healthy").is_some_and(|c| c.reason == "Healthy") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no login within 60 s of provisioning (login interval 1 h): {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -262,12 +262,19 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
         for tenant in &tenants {
             let status = tenant.status.as_ref().expect("filtered on status");
             let database = status.database_name.clone().unwrap_or_default();
+            // A tenant no login has vouched for yet (just provisioned, or
+            // its last login failed) is logged in to at once; the others'
+            // first logins are spread over the whole login interval: a
+            // restart with 10,000 tenants must not log in to all at once.
+            let vouched = status.health.as_ref().is_some_and(|h| h.latency_ms.is_some());
             let record = book.entry(key(tenant)).or_insert_with(|| TenantRecord {
                 health: TenantHealth::default(),
                 server: name.to_owned(),
-                // First logins spread over the whole login interval: a
-                // restart with 10,000 tenants must not log in to all at once.
-                next_login: staggered(policy.login_interval),
+                next_login: if vouched {
+                    staggered(policy.login_interval)
+                } else {
+                    now
+                },
                 last_login: None,
                 next_size: now,
             });
