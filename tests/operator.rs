@@ -2489,3 +2489,50 @@ async fn a_new_tenant_is_logged_in_to_at_once_and_says_so_until_then() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// tenantdb's Events are where people look: `kubectl describe tdb` lists
+/// them under the resource, and `kubectl get events` shows them for it —
+/// on the real API server, which serves events.k8s.io/v1 Events through
+/// the core API that kubectl reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_describe_shows_the_tenants_events() {
+    let cluster = TestCluster::start().await;
+    let server = server_name("describe");
+    add_server(&cluster, &server, support::admin().await).await;
+    let ns = cluster.namespace("describe").await;
+    let _operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    wait_event(&cluster, &ns, "acme", "Provisioned").await;
+    let described = cluster.kubectl(&["describe", "tdb", "acme", "-n", &ns]).await;
+    let said = support::text(&described.stdout);
+    assert!(
+        described.status.success(),
+        "{said}{}",
+        support::text(&described.stderr)
+    );
+    let events = said
+        .split("\nEvents:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Events section:\n{said}"));
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("Normal") && l.contains("Provisioned") && l.contains("tenantdb")),
+        "kubectl describe does not list the Provisioned Event:\n{events}"
+    );
+    let listed = cluster
+        .kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.name=acme",
+        ])
+        .await;
+    let listed = support::text(&listed.stdout);
+    assert!(
+        listed.contains("Provisioned"),
+        "kubectl get events does not show it:\n{listed}"
+    );
+}

@@ -109,7 +109,14 @@ pub async fn reconcile(
                         Ok(())
                     }
                 }
-                Err(error) => Err(("Unreachable", format!("cannot log in as the admin role: {error}"))),
+                Err(error) => {
+                    let address = format!("{}:{}", server.spec.host, server.spec.port);
+                    let reason = crate::db_error::describe(&error, &address);
+                    Err((
+                        "Unreachable",
+                        format!("cannot log in as the admin role: {reason}"),
+                    ))
+                }
             }
         }
     };

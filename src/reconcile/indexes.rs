@@ -187,11 +187,12 @@ async fn probe(
     Ok(text)
 }
 
-/// PostgreSQL's message for a failed statement, without the driver's prefix.
+/// PostgreSQL's message for a failed statement, without the driver's
+/// prefix; for a connection, what failed ([`crate::db_error::describe`]).
 pub fn reason(error: &sqlx::Error) -> String {
     match error.as_database_error() {
         Some(db) => db.message().to_owned(),
-        None => error.to_string(),
+        None => crate::db_error::describe(error, "the server"),
     }
 }
 
