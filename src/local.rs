@@ -35,6 +35,8 @@ pub struct ServerHandle {
     pub health: HealthPolicy,
     /// Where its DatabaseServer document is.
     pub origin: Origin,
+    /// Why the admin login failed, when [`Workspace::reach`] found it so.
+    pub unreachable: Option<String>,
 }
 
 /// One tenant to act on.
@@ -130,6 +132,7 @@ impl Workspace {
                     endpoint,
                     health: HealthPolicy::of(&server.object),
                     origin: server.origin.clone(),
+                    unreachable: None,
                 },
             );
         }
@@ -170,7 +173,7 @@ impl Workspace {
     /// anything runs: a server that cannot be reached is one problem,
     /// saying what failed (refused, no answer, host not found, TLS,
     /// authentication) and where, at once — not a pool timeout per tenant
-    /// after 30 s. Its tenants get no job.
+    /// after 30 s. The server is marked [`ServerHandle::unreachable`].
     pub async fn reach(&mut self) -> Vec<ManifestError> {
         let tries = self.servers.iter().map(|(name, server)| async move {
             let address = format!("{}:{}", server.admin.get_host(), server.admin.get_port());
@@ -179,22 +182,18 @@ impl Workspace {
                     let _ = sqlx::Connection::close(conn).await;
                     None
                 }
-                Err(error) => Some((
-                    name.clone(),
-                    server.origin.clone(),
-                    crate::db_error::describe(&error, &address),
-                    error,
-                )),
+                Err(error) => Some((name.clone(), crate::db_error::describe(&error, &address), error)),
             }
         });
         let mut problems = Vec::new();
-        for (name, origin, reason, error) in futures::future::join_all(tries).await.into_iter().flatten() {
+        for (name, reason, error) in futures::future::join_all(tries).await.into_iter().flatten() {
             let authentication = error
                 .as_database_error()
                 .and_then(|e| e.code())
                 .is_some_and(|code| code == "28P01" || code == "28000");
+            let server = self.servers.get_mut(&name).expect("tried above");
             problems.push(ManifestError {
-                origin,
+                origin: server.origin.clone(),
                 field: if authentication {
                     "spec.adminSecretRef"
                 } else {
@@ -203,10 +202,17 @@ impl Workspace {
                 .into(),
                 reason: format!("DatabaseServer {name}: cannot log in as administrator: {reason}"),
             });
-            self.servers.remove(&name);
-            self.jobs.retain(|job| job.desired.server != name);
+            server.unreachable = Some(reason);
         }
         problems
+    }
+
+    /// Leaves out the servers [`Self::reach`] could not log in to, and
+    /// their tenants: nothing is tried on them.
+    pub fn without_unreachable(&mut self) {
+        self.servers.retain(|_, server| server.unreachable.is_none());
+        let servers = &self.servers;
+        self.jobs.retain(|job| servers.contains_key(&job.desired.server));
     }
 
     fn server(&self, job: &TenantJob) -> &ServerHandle {

@@ -821,6 +821,28 @@ async fn an_unreachable_server_is_one_problem_that_says_what_failed() {
         "{said:?}"
     );
 
+    // status still shows the tenants of that server, unreachable, at once.
+    let viewed = tenantdb(&["status", "-f", dir.to_str().unwrap(), "-o", "json"]);
+    let objects: Vec<tenantdb::api::TenantDatabase> =
+        serde_json::from_slice(&viewed.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&viewed.stderr)));
+    assert_eq!(objects.len(), 1, "{}", text(&viewed.stderr));
+    let healthy = objects[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+        .unwrap();
+    assert_eq!(
+        (healthy.status.as_str(), healthy.reason.as_str()),
+        ("False", "ServerUnreachable")
+    );
+    assert!(
+        healthy
+            .message
+            .contains(&format!("connection to 127.0.0.1:{port} refused")),
+        "{}",
+        healthy.message
+    );
+
     // Something accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();

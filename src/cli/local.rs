@@ -76,12 +76,18 @@ enum Output {
     Json,
 }
 
-async fn prepare(common: &Common) -> anyhow::Result<(Workspace, Vec<ManifestError>)> {
+/// Loads and checks the manifests and logs in to each server once; a
+/// server that cannot be reached is a problem, and (unless the caller
+/// only `observes`, as `status` does) its tenants get no job.
+async fn prepare(common: &Common, observes: bool) -> anyhow::Result<(Workspace, Vec<ManifestError>)> {
     let validator = SchemaValidator::new()?;
     let (set, mut problems) = ManifestSet::load(&common.paths, common.recursive, &validator)?;
     let (mut workspace, more) = Workspace::prepare(&set, common.admin_url.as_deref(), common.concurrency)?;
     problems.extend(more);
     problems.extend(workspace.reach().await);
+    if !observes {
+        workspace.without_unreachable();
+    }
     for problem in &problems {
         eprintln!("{problem}");
     }
@@ -151,7 +157,7 @@ async fn index_view(
 }
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let (workspace, problems) = prepare(&args.common).await?;
+    let (workspace, problems) = prepare(&args.common, false).await?;
     let results = for_each_job(&workspace, args.common.concurrency, async |job| {
         let password = secret_password(&args.common, job)?;
         let outcome = workspace.provision(job, stored(&password), Mode::DryRun).await?;
@@ -241,7 +247,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let (workspace, problems) = prepare(&args.common).await?;
+    let (workspace, problems) = prepare(&args.common, false).await?;
     let common = &args.common;
     let results = for_each_job(&workspace, common.concurrency, async |job| {
         let started = Instant::now();
@@ -491,7 +497,7 @@ pub struct DeleteArgs {
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let common = args.common;
     let mode = if args.yes { Mode::Apply } else { Mode::DryRun };
-    let (workspace, problems) = prepare(&common).await?;
+    let (workspace, problems) = prepare(&common, false).await?;
     let results = for_each_job(&workspace, common.concurrency, async |job| {
         match job.tenant.spec.deletion_policy {
             DeletionPolicy::Retain => Ok(None),
@@ -564,7 +570,7 @@ pub struct StatusArgs {
 /// its tenants (connections, sizes), then a login as each tenant whose
 /// password is in `--secrets-dir`; the same health rules as the operator.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let (workspace, problems) = prepare(&args.common).await?;
+    let (workspace, problems) = prepare(&args.common, true).await?;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut objects = Vec::new();
     let mut unhealthy = 0;
@@ -578,10 +584,20 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|j| j.desired.database.as_str().to_owned())
             .collect();
-        let sample = health::sample_server(&server.pool, &databases, &databases).await;
+        // A server the login before found unreachable is reported as such
+        // at once, not after the pool's timeout.
+        let sample = match &server.unreachable {
+            Some(reason) => Err(reason.clone()),
+            None => health::sample_server(&server.pool, &databases, &databases)
+                .await
+                .map_err(|e| tenantdb::reconcile::indexes::reason(&e)),
+        };
         let mut logins = Vec::new();
         for job in &jobs {
-            let password = secret_password(&args.common, job)?.flatten();
+            let password = match server.unreachable {
+                Some(_) => None,
+                None => secret_password(&args.common, job)?.flatten(),
+            };
             let options = password.map(|password| {
                 server
                     .admin
@@ -610,7 +626,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|s| s.databases.get(job.desired.database.as_str()).cloned());
             let tenant_health = health::TenantHealth {
                 checked_at: Some(now.clone()),
-                server_error: sample.as_ref().err().map(tenantdb::reconcile::indexes::reason),
+                server_error: sample.as_ref().err().cloned(),
                 size_bytes: found.as_ref().and_then(|d| d.size_bytes),
                 database: found,
                 login: if sample.is_ok() { login } else { None },
