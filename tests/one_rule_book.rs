@@ -54,13 +54,13 @@ fn cases() -> Vec<Case> {
             what: "one of the server's own databases",
             spec: "{databaseName: template1}",
             field: "spec.databaseName",
-            api_server_refuses: false,
+            api_server_refuses: true,
         },
         Case {
             what: "an index name tenantdb reserves for its rebuilds",
             spec: "{indexes: [{name: tenantdb_i1, table: orders, columns: [id]}]}",
             field: "spec.indexes[0].name",
-            api_server_refuses: false,
+            api_server_refuses: true,
         },
         Case {
             what: "an index declared twice",

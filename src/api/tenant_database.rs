@@ -111,10 +111,14 @@ pub struct TenantDatabaseSpec {
 
     /// Physical database name. Default: derived from namespace and name,
     /// sanitized, at most 63 bytes. Lower-case letters, digits and `_`; must
-    /// not start with `pg_`. Immutable once set.
+    /// not start with `pg_`, nor be one of a server's own databases
+    /// (`postgres`, `template0`, `template1`). Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = PG_NAME_PATTERN))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.startsWith('pg_')", "message": "must not start with pg_ (reserved by PostgreSQL)"}]))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "!self.startsWith('pg_')", "message": "must not start with pg_ (reserved by PostgreSQL)"},
+        {"rule": "!(self in ['postgres', 'template0', 'template1'])", "message": "is one of a server's own databases, never a tenant's"}
+    ]))]
     pub database_name: Option<String>,
 
     /// Login role name. Default: same as the database name. Lower-case letters,
@@ -236,8 +240,10 @@ pub struct LimitsSpec {
     "message": "exactly one of columns or expressions must be given"
 }]))]
 pub struct IndexSpec {
-    /// Index name, unique within the tenant's spec.
+    /// Index name, unique within the tenant's spec; not starting with
+    /// `tenantdb_` (reserved for tenantdb's rebuilds).
     #[schemars(length(min = 1, max = 63), regex(pattern = SQL_IDENTIFIER_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.startsWith('tenantdb_')", "message": "names starting with tenantdb_ are reserved for tenantdb's rebuilds"}]))]
     pub name: String,
 
     /// Table the index is on.
