@@ -45,46 +45,11 @@ have_all() {
   [[ "$(cat "${out_dir}/.source" 2>/dev/null)" == "$source_hash" ]]
 }
 
-if [[ "${TENANTDB_KUBE_REBUILD:-0}" != 1 ]] && have_all; then
-  log "reusing cached binaries in ${out_dir}"
-  printf '%s\n' "$(cd "$out_dir" && pwd)"
-  exit 0
-fi
-
-jobs="${TENANTDB_KUBE_BUILD_JOBS:-}"
-if [[ -z "$jobs" ]]; then
-  jobs="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)"
-fi
-[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { log "TENANTDB_KUBE_BUILD_JOBS must be a positive integer, got '${jobs}'"; exit 1; }
-
-mkdir -p "$out_dir"
-
-# Serialise concurrent builds of the same version (e.g. parallel test runs).
-lock_dir="${out_dir}.lock"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"${out_dir}.lock"
-  flock 9
-  lock_dir=""
-else
-  until mkdir "$lock_dir" 2>/dev/null; do
-    log "waiting for ${lock_dir} (remove it if no build is running)"
-    sleep 5
-  done
-fi
-
-tmp_dir="$(mktemp -d "${out_dir}.tmp.XXXXXX")"
-cleanup() {
-  rm -rf "$tmp_dir"
-  [[ -z "$lock_dir" ]] || rmdir "$lock_dir" 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Another process may have finished the build while we waited for the lock.
-if [[ "${TENANTDB_KUBE_REBUILD:-0}" != 1 ]] && have_all; then
-  log "reusing cached binaries in ${out_dir}"
-  printf '%s\n' "$(cd "$out_dir" && pwd)"
-  exit 0
-fi
+# shellcheck source=cache.sh
+source "$here/cache.sh"
+reuse_cached
+build_jobs
+lock_build
 
 # The ldflags of helm's Makefile for a release tag: the version, no
 # "unreleased" metadata, a clean tree, and the Kubernetes version helm
