@@ -531,16 +531,7 @@ impl World {
     /// must have fenced itself.
     async fn replica_cut_off(&mut self) {
         let kubeconfig = std::fs::read_to_string(&self.cluster.operator_kubeconfig).unwrap();
-        let server = kube::config::Kubeconfig::read_from(&self.cluster.operator_kubeconfig)
-            .unwrap()
-            .clusters[0]
-            .cluster
-            .as_ref()
-            .unwrap()
-            .server
-            .clone()
-            .unwrap();
-        let target: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+        let (server, target) = self.cluster.operator_server();
         let link = Link::to(target).await;
         let via_link = self.logs.0.join("via-link.kubeconfig");
         std::fs::write(

@@ -15,18 +15,12 @@ use sqlx::{Connection, PgConnection, Row};
 
 /// A fresh directory with the test server's DatabaseServer and admin Secret.
 async fn workdir(name: &str) -> PathBuf {
-    let admin = support::admin().await;
     let dir = std::env::temp_dir().join(format!("tenantdb-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("manifests")).unwrap();
     std::fs::write(
         dir.join("manifests/server.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
-             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: test-pg}}\n\
-             spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n",
-            admin.user, admin.password, admin.host, admin.port
-        ),
+        support::server_manifests().await,
     )
     .unwrap();
     dir

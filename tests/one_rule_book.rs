@@ -112,33 +112,29 @@ fn tenant(namespace: &str, name: &str, spec: &str) -> String {
 /// A directory with the test server's DatabaseServer, its admin Secret and
 /// `manifest`.
 async fn workdir(name: &str, manifest: &str) -> PathBuf {
-    let admin = support::admin().await;
     let dir = std::env::temp_dir().join(format!("tenantdb-rules-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("server.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
-             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: test-pg}}\n\
-             spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n",
-            admin.user, admin.password, admin.host, admin.port
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("server.yaml"), support::server_manifests().await).unwrap();
     std::fs::write(dir.join("tenants.yaml"), manifest).unwrap();
     dir
 }
 
-/// `tenantdb <command> -f dir` must fail naming `field` (as
-/// `file:document: field: …`) — the same line for every command.
-fn refused(command: &str, dir: &Path, field: &str, what: &str) -> String {
+/// `tenantdb <command> -f dir`, with `--secrets-dir` for the commands that
+/// take it.
+fn run(command: &str, dir: &Path) -> std::process::Output {
     let secrets = dir.join("secrets");
     let mut args = vec![command, "-f", dir.to_str().unwrap()];
     if command != "check" {
         args.extend(["--secrets-dir", secrets.to_str().unwrap()]);
     }
-    let output = tenantdb(&args);
+    tenantdb(&args)
+}
+
+/// `tenantdb <command> -f dir` must fail naming `field` (as
+/// `file:document: field: …`) — the same line for every command.
+fn refused(command: &str, dir: &Path, field: &str, what: &str) -> String {
+    let output = run(command, dir);
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert!(
         !output.status.success(),
@@ -322,12 +318,7 @@ async fn clashing_documents_are_refused_before_anything_runs() {
     for (i, (what, manifest, field, databases)) in clashes.iter().enumerate() {
         let dir = workdir(&format!("clash{i}"), manifest).await;
         for command in ["check", "plan", "apply"] {
-            let secrets = dir.join("secrets");
-            let mut args = vec![command, "-f", dir.to_str().unwrap()];
-            if command != "check" {
-                args.extend(["--secrets-dir", secrets.to_str().unwrap()]);
-            }
-            let output = tenantdb(&args);
+            let output = run(command, &dir);
             let stderr = text(&output.stderr);
             assert!(
                 !output.status.success(),

@@ -212,16 +212,7 @@ impl StatusWritesRefused {
 /// A link the test can cut between the operator's identity and
 /// kube-apiserver, and a client for that identity through it.
 async fn operator_link(cluster: &TestCluster) -> (support::link::Link, kube::Client) {
-    let server_url = kube::config::Kubeconfig::read_from(&cluster.operator_kubeconfig)
-        .unwrap()
-        .clusters[0]
-        .cluster
-        .as_ref()
-        .unwrap()
-        .server
-        .clone()
-        .unwrap();
-    let target: std::net::SocketAddr = server_url.trim_start_matches("https://").parse().unwrap();
+    let (_, target) = cluster.operator_server();
     let link = support::link::Link::to(target).await;
     let client =
         support::cluster::client_via(&cluster.operator_kubeconfig, &format!("https://{}", link.addr)).await;

@@ -36,6 +36,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Default)]
 pub struct Placements(tokio::sync::Mutex<HashMap<String, String>>);
 
+/// A permanent failure to report: waits for a change.
+pub(super) fn refuse<T>(reason: &'static str, message: String) -> Result<Result<T, Failure>, OperatorError> {
+    Ok(Err(Failure {
+        reason,
+        message,
+        permanent: true,
+    }))
+}
+
 /// The server `tenant` is on: the one recorded in `status.server` (which
 /// `spec.server` may not contradict: a tenant is never moved), else the
 /// one [`place`] chooses and records. The inner error is a failure to
@@ -48,13 +57,6 @@ pub async fn locate(
 ) -> Result<Result<Arc<DatabaseServer>, Failure>, OperatorError> {
     let Some(placed) = tenant.status.as_ref().and_then(|s| s.server.clone()) else {
         return place(tenant, client, stores, placements).await;
-    };
-    let refuse = |reason: &'static str, message: String| {
-        Ok(Err(Failure {
-            reason,
-            message,
-            permanent: true,
-        }))
     };
     if let Some(wanted) = &tenant.spec.server
         && *wanted != placed
@@ -79,13 +81,6 @@ pub async fn place(
     stores: &Stores,
     placements: &Placements,
 ) -> Result<Result<Arc<DatabaseServer>, Failure>, OperatorError> {
-    let refuse = |reason: &'static str, message: String| {
-        Ok(Err(Failure {
-            reason,
-            message,
-            permanent: true,
-        }))
-    };
     let candidates: Vec<Arc<DatabaseServer>> = match &tenant.spec.server {
         Some(name) => match stores.servers.get(&ObjectRef::new(name)) {
             Some(server) => vec![server],

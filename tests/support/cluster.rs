@@ -96,6 +96,22 @@ impl TestCluster {
         }
     }
 
+    /// The API server's URL in the operator's kubeconfig, and its address
+    /// (to put a [`super::link::Link`] in between).
+    pub fn operator_server(&self) -> (String, std::net::SocketAddr) {
+        let url = kube::config::Kubeconfig::read_from(&self.operator_kubeconfig)
+            .unwrap()
+            .clusters[0]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .server
+            .clone()
+            .unwrap();
+        let address = url.trim_start_matches("https://").parse().unwrap();
+        (url, address)
+    }
+
     /// Always an emulator, for what only the emulator can show quickly (a
     /// short watch history, fast bookmarks).
     pub async fn emulated(options: EmulatorOptions) -> Self {

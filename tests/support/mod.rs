@@ -88,6 +88,18 @@ impl AdminLogin {
     }
 }
 
+/// The test server as manifests: its admin Secret `ops/pg-admin` and the
+/// DatabaseServer `test-pg` (no TLS), for the command line.
+pub async fn server_manifests() -> String {
+    let admin = admin().await;
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
+         ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: test-pg}}\n\
+         spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n",
+        admin.user, admin.password, admin.host, admin.port
+    )
+}
+
 /// LOGIN CREATEDB CREATEROLE and not superuser, like production. With
 /// `TENANTDB_TEST_DATABASE_URL` that URL's role is used as it is.
 pub async fn admin() -> &'static AdminLogin {

@@ -23,7 +23,8 @@ use crate::admin_access::{AdminCredentials, Password};
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::connection_secret;
 use crate::operator::context::Context;
-use crate::operator::{OperatorError, Stores, placement};
+use crate::operator::placement::{self, refuse};
+use crate::operator::{OperatorError, Stores};
 use crate::reconcile::{self, Desired, StoredPassword};
 
 /// What reaching the tenant's server needs.
@@ -53,14 +54,6 @@ impl SecretState {
             None => StoredPassword::Missing,
         }
     }
-}
-
-fn refuse<T>(reason: &'static str, message: String) -> Result<Result<T, Failure>, OperatorError> {
-    Ok(Err(Failure {
-        reason,
-        message,
-        permanent: true,
-    }))
 }
 
 /// The server a tenant being deleted is on: the one recorded, else (a
