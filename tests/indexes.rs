@@ -327,10 +327,21 @@ async fn a_build_never_blocks_the_tenant_and_a_changed_index_is_swapped_without_
         let mut conn = tenant.inspect().await;
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
+                // Plain catalog reads only: `pg_get_indexdef` looks the
+                // index up in the catalog caches, not in the query's
+                // snapshot, and fails ("cache lookup failed") on an index
+                // dropped concurrently after the snapshot was taken.
                 let covered: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = 'orders'::regclass AND i.indisvalid
-                        AND regexp_replace(pg_get_indexdef(i.indexrelid), '^.* USING ', '')
-                            IN ('btree (created_at)', 'btree (created_at, total)'))",
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i
+                       JOIN pg_class c ON c.oid = i.indexrelid
+                       JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
+                      WHERE i.indrelid = 'orders'::regclass AND i.indisvalid
+                        AND i.indexprs IS NULL AND i.indpred IS NULL
+                        AND ARRAY(SELECT a.attname::text
+                                    FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                                   ORDER BY k.n)
+                            IN (ARRAY['created_at'], ARRAY['created_at', 'total']))",
                 )
                 .fetch_one(&mut conn)
                 .await
