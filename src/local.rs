@@ -23,7 +23,7 @@ use crate::health::HealthPolicy;
 use crate::manifest::{ManifestError, ManifestSet, Origin};
 use crate::reconcile::index_jobs::IndexJobs;
 use crate::reconcile::indexes::{self, IndexOutcome};
-use crate::reconcile::{self, Desired, Mode, Outcome, ReconcileError, Step, StoredPassword};
+use crate::reconcile::{self, Desired, Mode, Outcome, Plan, ReconcileError, Step, StoredPassword};
 
 /// How tenantdb reaches one server: its admin pool and where applications connect.
 #[derive(Clone)]
@@ -37,6 +37,13 @@ pub struct ServerHandle {
     pub origin: Origin,
     /// Why the admin login failed, when [`Workspace::reach`] found it so.
     pub unreachable: Option<String>,
+}
+
+/// One tenant's catalog snapshot, read with the rest of its server's.
+pub struct Observation {
+    pub snapshot: reconcile::Snapshot,
+    /// The server's `server_version_num`.
+    pub version: u32,
 }
 
 /// One tenant to act on.
@@ -229,6 +236,68 @@ impl Workspace {
     ) -> Result<Outcome, ReconcileError> {
         let server = self.server(job);
         reconcile::provision(&server.pool, &server.admin, &job.desired, stored, mode).await
+    }
+
+    /// The catalog snapshot of every job, in job order: one statement per
+    /// server whatever the number of its tenants, the servers at once. A
+    /// server that fails fails each of its jobs with the same reason.
+    pub async fn observe_all(&self) -> Vec<Result<Observation, ReconcileError>> {
+        let mut by_server: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            by_server.entry(job.desired.server.as_str()).or_default().push(i);
+        }
+        let reads = by_server.into_iter().map(|(server, positions)| async move {
+            let handle = &self.servers[server];
+            let tenants: Vec<&Desired> = positions.iter().map(|&i| &self.jobs[i].desired).collect();
+            let read = reconcile::observe_many(&handle.pool, &tenants).await;
+            (positions, read)
+        });
+        let mut observed: Vec<Option<Result<Observation, ReconcileError>>> =
+            self.jobs.iter().map(|_| None).collect();
+        for (positions, read) in futures::future::join_all(reads).await {
+            match read {
+                Ok(read) => {
+                    for (&i, snapshot) in positions.iter().zip(read.snapshots) {
+                        observed[i] = Some(Ok(Observation {
+                            snapshot,
+                            version: read.version,
+                        }));
+                    }
+                }
+                Err(error) => {
+                    let handle = self.server(&self.jobs[positions[0]]);
+                    let address = format!("{}:{}", handle.admin.get_host(), handle.admin.get_port());
+                    let reason = crate::db_error::describe(&error, &address);
+                    for &i in &positions {
+                        let desired = &self.jobs[i].desired;
+                        let cause = sqlx::Error::Io(std::io::Error::other(reason.clone()));
+                        observed[i] = Some(Err(reconcile::db_error(desired, "observe catalog")(cause)));
+                    }
+                }
+            }
+        }
+        observed
+            .into_iter()
+            .map(|o| o.expect("every job is on one server"))
+            .collect()
+    }
+
+    /// Plans one tenant over its snapshot from [`Self::observe_all`].
+    pub async fn plan_observed(
+        &self,
+        job: &TenantJob,
+        observation: Observation,
+        stored: StoredPassword<'_>,
+    ) -> Result<Plan, ReconcileError> {
+        let server = self.server(job);
+        reconcile::plan_observed(
+            &server.admin,
+            observation.version,
+            &job.desired,
+            observation.snapshot,
+            stored,
+        )
+        .await
     }
 
     /// Looks at one tenant's indexes and (in [`Mode::Apply`]) starts the

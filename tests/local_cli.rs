@@ -871,3 +871,75 @@ async fn an_unreachable_server_is_one_problem_that_says_what_failed() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `tenantdb plan` over up-to-date tenants reads the catalog once per
+/// server: the statements the admin role runs (pg_stat_statements) are the
+/// same for 5 tenants as for 50.
+#[tokio::test]
+async fn planning_5_or_50_tenants_costs_the_same_statements() {
+    let (postgres, admin) =
+        support::fixtures::own_postgres_with("plan_admin", &["shared_preload_libraries=pg_stat_statements"])
+            .await;
+    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&mut superuser)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tenantdb-cli-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    std::fs::write(
+        dir.join("manifests/server.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: fleet-pg}}\n\
+             spec: {{host: {}, port: {}, sslMode: disable, adminSecretRef: {{namespace: ops, name: pg-admin}}}}\n",
+            admin.user, admin.password, admin.host, admin.port
+        ),
+    )
+    .unwrap();
+    let (manifests, secrets) = (dir.join("manifests"), dir.join("secrets"));
+    let (m, s) = (manifests.to_str().unwrap(), secrets.to_str().unwrap());
+
+    // The statements the admin role ran for one up-to-date plan.
+    let plan_costs = async |superuser: &mut PgConnection| -> Vec<(String, i64)> {
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut *superuser)
+            .await
+            .unwrap();
+        let plan = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+        assert_eq!(
+            plan.status.code(),
+            Some(0),
+            "{}",
+            text(&plan.stdout) + &text(&plan.stderr)
+        );
+        sqlx::query_as(
+            "SELECT s.query, s.calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+              WHERE r.rolname = $1 ORDER BY s.query",
+        )
+        .bind(&admin.user)
+        .fetch_all(&mut *superuser)
+        .await
+        .unwrap()
+    };
+    let mut costs = Vec::new();
+    for count in [5, 50] {
+        let mut yaml = String::new();
+        for i in 0..count {
+            yaml += &tenant_yaml("fleet", &format!("t{i:02}"), "{server: fleet-pg}");
+        }
+        std::fs::write(dir.join("manifests/tenants.yaml"), yaml).unwrap();
+        let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+        assert!(applied.status.success(), "{}", text(&applied.stderr));
+        let statements = plan_costs(&mut superuser).await;
+        let calls: i64 = statements.iter().map(|(_, calls)| calls).sum();
+        costs.push((count, calls, statements));
+    }
+    let [(_, five, at_five), (_, fifty, at_fifty)] = <[_; 2]>::try_from(costs).unwrap();
+    assert_eq!(five, fifty, "5 tenants: {at_five:#?}\n50 tenants: {at_fifty:#?}");
+    // One catalog snapshot for the whole server.
+    assert_eq!(fifty, 1, "{at_fifty:#?}");
+    assert!(at_fifty[0].0.contains("unnest"), "{at_fifty:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

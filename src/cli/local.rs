@@ -14,7 +14,7 @@ use tenantdb::api::TenantDatabase;
 use tenantdb::api::tenant_database::DeletionPolicy;
 use tenantdb::api::tenant_database::IndexPhase;
 use tenantdb::health;
-use tenantdb::local::{self, TenantJob, Workspace};
+use tenantdb::local::{self, Observation, TenantJob, Workspace};
 use tenantdb::manifest::{ManifestError, ManifestSet, SchemaValidator};
 use tenantdb::reconcile::indexes::{self, IndexPlan};
 use tenantdb::reconcile::{Mode, Outcome, ReconcileError, Step, StoredPassword};
@@ -42,6 +42,13 @@ pub struct Common {
     /// Passwords found there are kept; apply writes the files (mode 0600).
     #[arg(long, value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
+
+    /// Also look inside the databases of tenants that declare no indexes,
+    /// for indexes tenantdb built earlier (which apply then drops). Costs a
+    /// connection per tenant; without it only tenants with spec.indexes are
+    /// looked into.
+    #[arg(long)]
+    scan_indexes: bool,
 }
 
 #[derive(clap::Args)]
@@ -94,15 +101,16 @@ async fn prepare(common: &Common, observes: bool) -> anyhow::Result<(Workspace, 
     Ok((workspace, problems))
 }
 
-/// Runs `work` for every job, `concurrency` at a time, results in job order.
+/// Runs `work` for every job (with its position), `concurrency` at a time,
+/// results in job order.
 async fn for_each_job<'a, T>(
     workspace: &'a Workspace,
     concurrency: u32,
-    work: impl AsyncFn(&'a TenantJob) -> T,
+    work: impl AsyncFn(usize, &'a TenantJob) -> T,
 ) -> Vec<T> {
     let work = &work;
     let mut results: Vec<(usize, T)> = futures::stream::iter(workspace.jobs.iter().enumerate())
-        .map(|(i, job)| async move { (i, work(job).await) })
+        .map(|(i, job)| async move { (i, work(i, job).await) })
         .buffer_unordered(concurrency as usize * workspace.servers.len().max(1))
         .collect()
         .await;
@@ -116,6 +124,25 @@ fn secret_password(common: &Common, job: &TenantJob) -> anyhow::Result<Option<Op
         Some(dir) => Some(local::read_secret_password(&local::secret_path(dir, job))?),
         None => None,
     })
+}
+
+/// Each job's observation, to be taken once by the job's own work.
+fn taken_one_each(
+    observed: Vec<Result<Observation, ReconcileError>>,
+) -> Vec<std::sync::Mutex<Option<Result<Observation, ReconcileError>>>> {
+    observed
+        .into_iter()
+        .map(|o| std::sync::Mutex::new(Some(o)))
+        .collect()
+}
+
+fn take(
+    slot: &std::sync::Mutex<Option<Result<Observation, ReconcileError>>>,
+) -> Result<Observation, ReconcileError> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .expect("each job takes its own observation once")
 }
 
 fn stored(password: &Option<Option<Password>>) -> StoredPassword<'_> {
@@ -136,14 +163,20 @@ enum IndexView {
     AfterProvisioning,
 }
 
-/// The index plan of a tenant whose database steps are `steps`.
+/// The index plan of a tenant whose database steps are `steps`. Only a
+/// tenant that declares indexes is looked into, unless `scan` says every
+/// tenant is (for indexes left from an earlier spec).
 async fn index_view(
     workspace: &Workspace,
     job: &TenantJob,
     steps: &[Step],
+    scan: bool,
 ) -> Result<IndexView, ReconcileError> {
     if steps.iter().any(|s| matches!(s, Step::CreateDatabase { .. })) {
         return Ok(IndexView::AfterProvisioning);
+    }
+    if job.desired.indexes.is_empty() && !scan {
+        return Ok(IndexView::Nothing);
     }
     match workspace.indexes(job, Mode::DryRun).await {
         Ok(outcome) if outcome.plan.statuses.is_empty() && outcome.plan.actions.is_empty() => {
@@ -158,11 +191,18 @@ async fn index_view(
 
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common, false).await?;
-    let results = for_each_job(&workspace, args.common.concurrency, async |job| {
+    // One catalog statement per server for all its tenants; planning each
+    // is then pure (bar a look inside the databases that declare
+    // extensions or indexes).
+    let observed = taken_one_each(workspace.observe_all().await);
+    let results = for_each_job(&workspace, args.common.concurrency, async |i, job| {
         let password = secret_password(&args.common, job)?;
-        let outcome = workspace.provision(job, stored(&password), Mode::DryRun).await?;
-        let indexes = index_view(&workspace, job, &outcome.plan.steps).await?;
-        Ok::<_, anyhow::Error>((outcome, indexes))
+        let observation = take(&observed[i])?;
+        let plan = workspace
+            .plan_observed(job, observation, stored(&password))
+            .await?;
+        let indexes = index_view(&workspace, job, &plan.steps, args.common.scan_indexes).await?;
+        Ok::<_, anyhow::Error>((Outcome { plan, executed: 0 }, indexes))
     })
     .await;
     workspace.close().await;
@@ -249,9 +289,17 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common, false).await?;
     let common = &args.common;
-    let results = for_each_job(&workspace, common.concurrency, async |job| {
+    let observed = taken_one_each(workspace.observe_all().await);
+    let results = for_each_job(&workspace, common.concurrency, async |i, job| {
         let started = Instant::now();
-        let result = apply_one(&workspace, common, args.discard_passwords, job).await;
+        let result = apply_one(
+            &workspace,
+            common,
+            args.discard_passwords,
+            job,
+            take(&observed[i]),
+        )
+        .await;
         let elapsed = started.elapsed().as_millis();
         match &result {
             Ok(applied) if applied.outcome.executed == 0 && applied.index_jobs == 0 => {
@@ -386,19 +434,28 @@ async fn apply_one(
     common: &Common,
     discard_passwords: bool,
     job: &TenantJob,
+    observed: Result<Observation, ReconcileError>,
 ) -> anyhow::Result<Applied> {
     let password = secret_password(common, job)?;
-    if common.secrets_dir.is_none() && !discard_passwords {
-        // Nothing may run that sets a password saved nowhere: look first.
-        let preview = workspace.provision(job, stored(&password), Mode::DryRun).await?;
-        if preview.plan.password_is_new {
-            anyhow::bail!(
-                "refused: a new password would be set on role {} and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed",
-                job.desired.role.as_str()
-            );
-        }
+    // The plan over the server-wide snapshot: a tenant with nothing to do
+    // costs no statement of its own. Anything to do is done through the
+    // locked path, which looks again first.
+    let preview = workspace.plan_observed(job, observed?, stored(&password)).await?;
+    if preview.password_is_new && common.secrets_dir.is_none() && !discard_passwords {
+        // Nothing may run that sets a password saved nowhere.
+        anyhow::bail!(
+            "refused: a new password would be set on role {} and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed",
+            job.desired.role.as_str()
+        );
     }
-    let outcome = workspace.provision(job, stored(&password), Mode::Apply).await?;
+    let outcome = if preview.steps.is_empty() && !preview.password_is_new {
+        Outcome {
+            plan: preview,
+            executed: 0,
+        }
+    } else {
+        workspace.provision(job, stored(&password), Mode::Apply).await?
+    };
     // The password is saved first, and off the tenant's turn: the file is
     // fsynced, which on a slow disk costs as much as the SQL.
     let secret_written = match (&common.secrets_dir, &outcome.plan.password) {
@@ -421,14 +478,15 @@ async fn apply_one(
             None
         }
     };
-    // A database created just now holds no index to build or drop: no need
-    // to connect to it when none is declared.
+    // Only a tenant that declares indexes is looked into (or every one,
+    // with --scan-indexes): a database created just now holds none to drop.
     let created = outcome
         .plan
         .steps
         .iter()
         .any(|s| matches!(s, Step::CreateDatabase { .. }));
-    let (indexes, index_jobs, index_failures) = if created && job.desired.indexes.is_empty() {
+    let look_inside = !job.desired.indexes.is_empty() || (common.scan_indexes && !created);
+    let (indexes, index_jobs, index_failures) = if !look_inside {
         (IndexPlan::default(), 0, 0)
     } else {
         build_indexes(workspace, job).await?
@@ -498,7 +556,7 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let common = args.common;
     let mode = if args.yes { Mode::Apply } else { Mode::DryRun };
     let (workspace, problems) = prepare(&common, false).await?;
-    let results = for_each_job(&workspace, common.concurrency, async |job| {
+    let results = for_each_job(&workspace, common.concurrency, async |_, job| {
         match job.tenant.spec.deletion_policy {
             DeletionPolicy::Retain => Ok(None),
             DeletionPolicy::Delete => workspace.delete(job, mode).await.map(Some),

@@ -89,6 +89,53 @@ pub async fn provision_and_publish<R>(
     .await
 }
 
+/// The catalog snapshots of `tenants`, all on the server behind `pool`, in
+/// one statement and without any tenant's lock: a reader's view for
+/// planning many tenants at once ([`plan_observed`]). A change found there
+/// is made through [`provision`], which looks again under the tenant's lock.
+pub async fn observe_many(pool: &PgPool, tenants: &[&Desired]) -> Result<Observed, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let version = version_of(&conn);
+    match deadline::within(deadline::ANSWER, observe::observe_catalog(&mut conn, tenants)).await {
+        Ok(snapshots) => Ok(Observed { snapshots, version }),
+        Err(error) => {
+            // Cut off by the deadline, it may be mid-reply: not reused.
+            conn.close_on_drop();
+            Err(error)
+        }
+    }
+}
+
+/// What [`observe_many`] read.
+pub struct Observed {
+    /// One per tenant, in the order asked.
+    pub snapshots: Vec<Snapshot>,
+    /// The server's `server_version_num`.
+    pub version: u32,
+}
+
+/// Plans `desired` over its snapshot from [`observe_many`], first reading
+/// the extensions inside its database when it declares some. Pure apart
+/// from that one look.
+pub async fn plan_observed(
+    admin: &PgConnectOptions,
+    version: u32,
+    desired: &Desired,
+    mut snapshot: Snapshot,
+    stored: StoredPassword<'_>,
+) -> Result<Plan, ReconcileError> {
+    if observe::needs_extensions_look(desired, &snapshot) {
+        let tenant_db = admin_session::in_tenant_database(admin, desired.database.as_str(), version);
+        deadline::within(
+            deadline::ANSWER,
+            observe::observe_extensions(&mut snapshot, desired, &tenant_db),
+        )
+        .await
+        .map_err(db_error(desired, "observe extensions"))?;
+    }
+    plan::plan_provision(desired, &snapshot, stored, crate::password::generate_password())
+}
+
 /// Plans and (in [`Mode::Apply`]) carries out `deletionPolicy: Delete` for
 /// `desired`; returns the steps. Refuses, dropping nothing, when the database
 /// or role is not this resource's.

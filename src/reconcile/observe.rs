@@ -1,6 +1,8 @@
-//! Step two of the pipeline: one catalog snapshot of what exists on the
-//! server for one tenant, read with bound parameters. Extensions are read
-//! from the tenant database itself, and only when the spec asks for some.
+//! Step two of the pipeline: a catalog snapshot of what exists on the
+//! server for one tenant — or for many tenants of one server in the same
+//! single statement ([`observe_catalog`]) — read with bound parameters.
+//! Extensions are read from the tenant database itself, and only when the
+//! spec asks for some.
 //! Every session here is an admin session pinned by
 //! [`crate::admin_session`], so each name below resolves to the catalog.
 
@@ -71,21 +73,36 @@ pub struct Snapshot {
     pub extension_schema: Option<ExtensionSchema>,
 }
 
+/// The catalog snapshot of many tenants of one server in one statement:
+/// `$1`, `$2` and `$3` are the tenants' database names, role names and
+/// ownership markers, in the same order; one row per tenant comes back, in
+/// that order. Every lookup is by the catalogs' unique name indexes, so the
+/// statement costs a few index probes per tenant and one round trip in all.
 pub const SNAPSHOT_QUERY: &str = "
-WITH r AS (
+SELECT t.n,
+       r.oid IS NOT NULL AS role_exists, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
+       r.rolinherit, r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.comment AS role_comment,
+       r.admin_is_member, r.is_admin, r.privileged_memberships,
+       d.oid IS NOT NULL AS database_exists, d.owner, d.datconnlimit, d.comment AS database_comment,
+       d.connect_grantees, d.datistemplate, d.datallowconn, d.owner_is_privileged,
+       COALESCE((SELECT s.setconfig FROM pg_db_role_setting s
+                  WHERE s.setdatabase = d.oid AND s.setrole = r.oid), '{}') AS settings
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(datname, rolname, marker, n)
+  LEFT JOIN LATERAL (
     SELECT oid, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolinherit, rolreplication,
            rolbypassrls, rolconnlimit, shobj_description(oid, 'pg_authid') AS comment,
            pg_has_role(current_user, oid, 'MEMBER') AS admin_is_member,
            rolname = current_user AS is_admin,
-           CASE WHEN shobj_description(oid, 'pg_authid') IS DISTINCT FROM $3 THEN
+           CASE WHEN shobj_description(oid, 'pg_authid') IS DISTINCT FROM t.marker THEN
              ARRAY(SELECT g.rolname::text FROM pg_roles g
                     WHERE g.oid <> me.oid AND pg_has_role(me.oid, g.oid, 'MEMBER')
                       AND (g.rolsuper OR g.rolcreaterole OR g.rolcreatedb OR g.rolreplication
                            OR g.rolbypassrls OR g.rolname = current_user OR g.oid < 16384)
                     ORDER BY 1)
            ELSE '{}' END AS privileged_memberships
-      FROM pg_roles me WHERE rolname = $2
-), d AS (
+      FROM pg_roles me WHERE rolname = t.rolname::name
+  ) r ON true
+  LEFT JOIN LATERAL (
     SELECT oid, pg_get_userbyid(datdba)::text AS owner, datconnlimit, datistemplate, datallowconn,
            EXISTS (SELECT 1 FROM pg_roles o
                     WHERE o.oid = datdba
@@ -95,16 +112,9 @@ WITH r AS (
            ARRAY(SELECT CASE WHEN a.grantee = 0 THEN '' ELSE pg_get_userbyid(a.grantee)::text END
                    FROM aclexplode(COALESCE(datacl, acldefault('d', datdba))) a
                   WHERE a.privilege_type = 'CONNECT') AS connect_grantees
-      FROM pg_database WHERE datname = $1
-)
-SELECT r.oid IS NOT NULL AS role_exists, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
-       r.rolinherit, r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.comment AS role_comment,
-       r.admin_is_member, r.is_admin, r.privileged_memberships,
-       d.oid IS NOT NULL AS database_exists, d.owner, d.datconnlimit, d.comment AS database_comment,
-       d.connect_grantees, d.datistemplate, d.datallowconn, d.owner_is_privileged,
-       COALESCE((SELECT s.setconfig FROM pg_db_role_setting s
-                  WHERE s.setdatabase = d.oid AND s.setrole = r.oid), '{}') AS settings
-  FROM (SELECT 1) AS one LEFT JOIN r ON true LEFT JOIN d ON true";
+      FROM pg_database WHERE datname = t.datname::name
+  ) d ON true
+ ORDER BY t.n";
 
 /// Reads the snapshot for `desired` over an admin connection; `tenant_db`
 /// are the options for connecting to the tenant database (for extensions).
@@ -113,12 +123,62 @@ pub async fn observe(
     desired: &Desired,
     tenant_db: &PgConnectOptions,
 ) -> Result<Snapshot, sqlx::Error> {
-    let row = sqlx::query(SNAPSHOT_QUERY)
-        .bind(desired.database.as_str())
-        .bind(desired.role.as_str())
-        .bind(desired.marker())
-        .fetch_one(&mut *admin)
+    let mut snapshot = observe_catalog(admin, &[desired])
+        .await?
+        .pop()
+        .ok_or_else(|| sqlx::Error::RowNotFound)?;
+    observe_extensions(&mut snapshot, desired, tenant_db).await?;
+    Ok(snapshot)
+}
+
+/// The catalog part of the snapshots of `tenants` (all on the server behind
+/// `admin`), in one statement, in the order given. What lives inside each
+/// tenant database (extensions) is left empty: see
+/// [`needs_extensions_look`] and [`observe_extensions`].
+pub async fn observe_catalog(
+    admin: &mut PgConnection,
+    tenants: &[&Desired],
+) -> Result<Vec<Snapshot>, sqlx::Error> {
+    let databases: Vec<&str> = tenants.iter().map(|d| d.database.as_str()).collect();
+    let roles: Vec<&str> = tenants.iter().map(|d| d.role.as_str()).collect();
+    let markers: Vec<String> = tenants.iter().map(|d| d.marker()).collect();
+    let rows = sqlx::query(SNAPSHOT_QUERY)
+        .bind(&databases)
+        .bind(&roles)
+        .bind(&markers)
+        .fetch_all(&mut *admin)
         .await?;
+    if rows.len() != tenants.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "catalog snapshot: {} rows for {} tenants",
+            rows.len(),
+            tenants.len()
+        )));
+    }
+    rows.iter().map(snapshot_of).collect()
+}
+
+/// Whether planning `desired` needs a look inside its database for the
+/// extensions: some are declared, and tenantdb can connect there.
+pub fn needs_extensions_look(desired: &Desired, snapshot: &Snapshot) -> bool {
+    let reachable = snapshot.role.as_ref().is_some_and(|r| r.admin_is_member);
+    let connectable = snapshot.database.as_ref().is_some_and(|d| d.allow_connections);
+    connectable && reachable && !desired.extensions.is_empty()
+}
+
+/// Completes a catalog snapshot with the extensions, when it needs them.
+pub async fn observe_extensions(
+    snapshot: &mut Snapshot,
+    desired: &Desired,
+    tenant_db: &PgConnectOptions,
+) -> Result<(), sqlx::Error> {
+    if needs_extensions_look(desired, snapshot) {
+        (snapshot.extensions, snapshot.extension_schema) = extensions(tenant_db, desired).await?;
+    }
+    Ok(())
+}
+
+fn snapshot_of(row: &sqlx::postgres::PgRow) -> Result<Snapshot, sqlx::Error> {
     let role = if row.try_get::<bool, _>("role_exists")? {
         Some(RoleState {
             can_login: row.try_get("rolcanlogin")?,
@@ -158,19 +218,12 @@ pub async fn observe(
         .into_iter()
         .filter_map(|entry| entry.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
-    let reachable = role.as_ref().is_some_and(|r| r.admin_is_member);
-    let connectable = database.as_ref().is_some_and(|d| d.allow_connections);
-    let (extensions, extension_schema) = if connectable && reachable && !desired.extensions.is_empty() {
-        extensions(tenant_db, desired).await?
-    } else {
-        (BTreeSet::new(), None)
-    };
     Ok(Snapshot {
         role,
         database,
         settings,
-        extensions,
-        extension_schema,
+        extensions: BTreeSet::new(),
+        extension_schema: None,
     })
 }
 
