@@ -23,6 +23,8 @@ use crate::status::set_condition;
 pub struct HealthPolicy {
     pub interval: Duration,
     pub login_interval: Duration,
+    /// The login budget, in thousandths of a login per second.
+    pub login_budget_milli: u64,
     pub size_interval: Duration,
     /// Percent of the connection limit at which a tenant is Degraded.
     pub utilization_threshold: i32,
@@ -34,6 +36,7 @@ impl Default for HealthPolicy {
         Self {
             interval: Duration::from_secs(30),
             login_interval: Duration::from_secs(300),
+            login_budget_milli: 2_000,
             size_interval: Duration::from_secs(600),
             utilization_threshold: 90,
             status_heartbeat: Duration::from_secs(300),
@@ -42,6 +45,18 @@ impl Default for HealthPolicy {
 }
 
 impl HealthPolicy {
+    /// Tenant logins per second, at most.
+    pub fn logins_per_second(&self) -> f64 {
+        self.login_budget_milli as f64 / 1000.0
+    }
+
+    /// How long logging in once as each of `tenants` takes: the login
+    /// interval, or longer when the budget cannot cover them all in it.
+    pub fn login_rotation(&self, tenants: usize) -> Duration {
+        let at_budget = Duration::from_secs_f64(tenants as f64 / self.logins_per_second());
+        at_budget.max(self.login_interval)
+    }
+
     /// The server's policy; a field that is missing or unparsable keeps its
     /// default (the CRD schema refuses unparsable ones), and no period is
     /// shorter than 100 ms.
@@ -59,6 +74,12 @@ impl HealthPolicy {
         Self {
             interval: duration(&spec.interval, defaults.interval),
             login_interval: duration(&spec.login_interval, defaults.login_interval),
+            login_budget_milli: spec
+                .logins_per_second
+                .filter(|rate| rate.is_finite() && *rate >= 0.01)
+                .map_or(defaults.login_budget_milli, |rate| {
+                    (rate.min(1000.0) * 1000.0).round() as u64
+                }),
             size_interval: duration(&spec.size_interval, defaults.size_interval),
             utilization_threshold: spec
                 .utilization_threshold

@@ -323,7 +323,7 @@ mod rbac {
             "spec": {"host": admin.host, "port": admin.port, "sslMode": "disable",
                      "adminSecretRef": {"namespace": ops, "name": "pg-admin"},
                      "allowedNamespaces": {"matchLabels": {"tenantdb.io/tenants": "yes"}},
-                     "healthCheck": {"interval": "1s", "loginInterval": "1s"}}
+                     "healthCheck": {"interval": "1s", "loginInterval": "1s", "loginsPerSecond": 100}}
         }))
         .unwrap();
         Api::<tenantdb::api::DatabaseServer>::all(client.clone())

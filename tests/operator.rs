@@ -502,7 +502,7 @@ async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
         &cluster,
         &server,
         support::admin().await,
-        json!({"healthCheck": {"interval": "1s", "loginInterval": "2s"}}),
+        json!({"healthCheck": {"interval": "1s", "loginInterval": "2s", "loginsPerSecond": 100}}),
     )
     .await;
     let ns = cluster.namespace("quiet").await;
@@ -1347,7 +1347,7 @@ async fn push_logins_out(cluster: &TestCluster, server: &str) {
 
 /// Health checks every second, logins every second: test speed.
 fn quick_health() -> serde_json::Value {
-    json!({"healthCheck": {"interval": "1s", "loginInterval": "1s"}})
+    json!({"healthCheck": {"interval": "1s", "loginInterval": "1s", "loginsPerSecond": 100}})
 }
 
 fn healthy(tenant: &TenantDatabase) -> Option<bool> {
@@ -1737,7 +1737,7 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
         &cluster,
         &server,
         &admin,
-        json!({"healthCheck": {"interval": "1s", "loginInterval": "2s"}}),
+        json!({"healthCheck": {"interval": "1s", "loginInterval": "2s", "loginsPerSecond": 200}}),
     )
     .await;
     let ns = cluster.namespace("fleet").await;
@@ -2537,4 +2537,230 @@ async fn kubectl_describe_shows_the_tenants_events() {
         listed.contains("Provisioned"),
         "kubectl get events does not show it:\n{listed}"
     );
+}
+
+/// The statements `admin` ran since the last reset, by text.
+async fn admin_statements(superuser: &mut PgConnection, admin: &str) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT s.query, s.calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+          WHERE r.rolname = $1",
+    )
+    .bind(admin)
+    .fetch_all(&mut *superuser)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// A quiet resync reads each server's catalog once per resync period for
+/// all its tenants: a server with 50 tenants sees the same statements as
+/// one with 5 — the health query and one catalog snapshot per period — and
+/// no tenant's own lock or look; the API server sees no writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_resync_costs_a_server_of_50_tenants_what_it_costs_one_of_5() {
+    let cluster = TestCluster::start().await;
+    let resync = Duration::from_secs(3);
+    let mut servers = Vec::new();
+    for (label, count) in [("few", 5), ("many", 50)] {
+        let (postgres, admin) = own_postgres_with(
+            &format!("{label}_admin"),
+            &["shared_preload_libraries=pg_stat_statements"],
+        )
+        .await;
+        let mut superuser = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+        sqlx::query("CREATE EXTENSION pg_stat_statements")
+            .execute(&mut superuser)
+            .await
+            .unwrap();
+        let name = server_name(label);
+        add_server_with(&cluster, &name, &admin, quick_health()).await;
+        servers.push((postgres, admin, superuser, name, count));
+    }
+    let ns = cluster.namespace("quiet").await;
+    let operator = Operator::start(&cluster, resync);
+    for (_, _, _, server, count) in &servers {
+        for i in 0..*count {
+            let name = format!("{server}-{i:02}");
+            add_tenant(&cluster, &ns, &name, json!({"server": server})).await;
+        }
+    }
+    let placed = settled(&cluster, &ns, 55).await;
+    assert_eq!(
+        placed.values().filter(|s| **s == servers[1].3).count(),
+        50,
+        "{placed:?}"
+    );
+    for (_, _, _, server, _) in &servers {
+        push_logins_out(&cluster, server).await;
+    }
+    wait_until_no_writes(&cluster).await;
+
+    let looks_before = operator
+        .metric("tenantdb_tenant_looks_total{how=\"snapshot\"}")
+        .await;
+    let before = cluster.request_counts().await;
+    for (_, _, superuser, _, _) in servers.iter_mut() {
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&mut *superuser)
+            .await
+            .unwrap();
+    }
+    // Four resync periods: every tenant comes due three or four times.
+    let window = resync * 4;
+    tokio::time::sleep(window).await;
+    let mut seen = Vec::new();
+    for (_, admin, superuser, _, count) in servers.iter_mut() {
+        seen.push((*count, admin_statements(superuser, &admin.user).await));
+    }
+    let after = cluster.request_counts().await;
+    let looks = operator
+        .metric("tenantdb_tenant_looks_total{how=\"snapshot\"}")
+        .await
+        - looks_before;
+
+    let snapshot_calls = |statements: &BTreeMap<String, i64>| -> i64 {
+        statements
+            .iter()
+            .filter(|(query, _)| query.contains("unnest($1::text[], $2::text[], $3::text[])"))
+            .map(|(_, calls)| calls)
+            .sum()
+    };
+    for (count, statements) in &seen {
+        // Only the health query, the server's own probe (for its status,
+        // once a resync period) and the snapshot: no tenant lock, no
+        // single-tenant look.
+        let others: Vec<_> = statements
+            .iter()
+            .filter(|(query, _)| {
+                !query.contains("pg_stat_activity")
+                    && !query.contains("current_setting('server_version')")
+                    && !query.contains("unnest($1::text[], $2::text[], $3::text[])")
+            })
+            .collect();
+        assert!(others.is_empty(), "{count} tenants: {others:#?}");
+        // One snapshot per period the window touches (a period none of the
+        // server's tenants came due in has none).
+        let calls = snapshot_calls(statements);
+        assert!(
+            (3..=5).contains(&calls),
+            "{count} tenants: {calls} snapshots: {statements:#?}"
+        );
+    }
+    let (few, many) = (snapshot_calls(&seen[0].1), snapshot_calls(&seen[1].1));
+    assert!(
+        few.abs_diff(many) <= 1,
+        "5 tenants: {few} snapshots, 50 tenants: {many}"
+    );
+    // The 55 tenants were all looked at, over the snapshots.
+    assert!(looks >= 55.0 * 2.0, "{looks} looks over the snapshot");
+    assert_eq!(writes(&before), writes(&after), "no writes while nothing changes");
+    operator.stop().await;
+}
+
+/// Sessions ever opened to the databases whose names start with `prefix`,
+/// on the server behind `conn` (PostgreSQL's own count).
+async fn sessions_under(conn: &mut PgConnection, prefix: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(sessions), 0)::bigint FROM pg_stat_database WHERE starts_with(datname, $1)",
+    )
+    .bind(prefix)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// The health monitor logs in as tenants within the server's budget
+/// (`loginsPerSecond`) however many are due, says in the server's status
+/// how long a rotation takes, and logs in at once as a tenant whose
+/// Secret changed even when no login is due for an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_keep_to_the_servers_budget_and_a_changed_secret_goes_first() {
+    let cluster = TestCluster::start().await;
+    let (postgres, admin) = own_postgres_with("budget_admin", &[]).await;
+    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    let server = server_name("budget");
+    // Every tenant due every second; two logins a second allowed.
+    add_server_with(
+        &cluster,
+        &server,
+        &admin,
+        json!({"healthCheck": {"interval": "1s", "loginInterval": "1s", "loginsPerSecond": 2}}),
+    )
+    .await;
+    let ns = cluster.namespace("budget").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    for i in 0..20 {
+        add_tenant(&cluster, &ns, &format!("t{i:02}"), json!({"server": server})).await;
+    }
+    settled(&cluster, &ns, 20).await;
+    let servers: Api<tenantdb::api::DatabaseServer> = Api::all(cluster.client.clone());
+    support::wait_until("a rotation of 20 tenants at 2 logins/s", async || {
+        let status = servers.get(&server).await.unwrap().status;
+        status.and_then(|s| s.login_rotation_seconds) == Some(10)
+    })
+    .await;
+
+    let prefix = ns.replace('-', "_");
+    let metric = format!("tenantdb_tenant_logins_total{{server=\"{server}\"}}");
+    let (sessions_before, logins_before) = (
+        sessions_under(&mut superuser, &prefix).await,
+        operator.metric(&metric).await,
+    );
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let logins = operator.metric(&metric).await - logins_before;
+    let elapsed = window.elapsed().as_secs_f64();
+    let sessions = sessions_under(&mut superuser, &prefix).await - sessions_before;
+    // 20 tenants due every second would be 120 logins; the budget allows
+    // 2 a second, plus at most one interval's worth carried in.
+    let allowed = (2.0 * (elapsed + 1.0)).ceil() + 2.0;
+    assert!(
+        logins >= 2.0 && logins <= allowed,
+        "{logins} logins in {elapsed:.1} s"
+    );
+    assert!(
+        (sessions as f64) <= allowed + 1.0,
+        "{sessions} sessions opened to tenant databases in {elapsed:.1} s"
+    );
+
+    // No login due for an hour; then t07's Secret is deleted, and the
+    // operator writes a new one (and sets its password on the role).
+    servers
+        .patch(
+            &server,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheck": {"loginInterval": "1h"}}})),
+        )
+        .await
+        .unwrap();
+    let tenant = wait_ready(&cluster, &ns, "t07").await;
+    let database = tenant.status.unwrap().database_name.unwrap();
+    // The new policy is in force once no tenant is logged in to any more.
+    let mut quiet_since = (sessions_under(&mut superuser, &prefix).await, Instant::now());
+    while quiet_since.1.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sessions_under(&mut superuser, &prefix).await;
+        if now != quiet_since.0 {
+            quiet_since = (now, Instant::now());
+        }
+        assert!(window.elapsed() < Duration::from_secs(90), "logins never stopped");
+    }
+    let before = sessions_under(&mut superuser, &database).await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    let old = secret_data(&cluster, &ns, "t07-db").await;
+    secrets.delete("t07-db", &Default::default()).await.unwrap();
+    support::wait_until("t07 logged in to with its new Secret", async || {
+        sessions_under(&mut superuser, &database).await > before
+    })
+    .await;
+    let new = secret_data(&cluster, &ns, "t07-db").await;
+    assert!(old.contains_key("PGPASSWORD"));
+    assert_ne!(old.get("PGPASSWORD"), new.get("PGPASSWORD"), "a new password");
+    // Only t07 was logged in to.
+    assert_eq!(
+        sessions_under(&mut superuser, &prefix).await - quiet_since.0,
+        sessions_under(&mut superuser, &database).await - before
+    );
+    operator.stop().await;
 }

@@ -117,7 +117,7 @@ pub struct DatabaseServerSpec {
 }
 
 /// How tenant health is checked on one server. Every field has a default.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckSpec {
     /// How often one batched query reads every tenant's connections. Default: 30s.
@@ -130,6 +130,16 @@ pub struct HealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub login_interval: Option<String>,
+
+    /// Tenant logins per second the server is asked for at most, across
+    /// all its tenants: the login budget. Each tenant is still logged in
+    /// at most once per `loginInterval`; with many tenants a full rotation
+    /// takes longer (`status.loginRotationSeconds`). Tenants whose Secret or
+    /// role changed, never logged in to, or whose last login failed go
+    /// first. Default: 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1000.0))]
+    pub logins_per_second: Option<f64>,
 
     /// How often database sizes are read (`pg_database_size` is costly on
     /// servers with many databases), spread over the period. Default: 10m.
@@ -263,6 +273,13 @@ pub struct DatabaseServerStatus {
     /// `allocated/max_connections`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<String>,
+
+    /// How long, in seconds, logging in once as every tenant of the server
+    /// takes: `loginInterval`, or longer when the login budget
+    /// (`spec.healthCheck.loginsPerSecond`) cannot cover every tenant
+    /// within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_rotation_seconds: Option<i64>,
 
     /// Latency of the latest admin round trip, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

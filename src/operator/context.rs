@@ -44,6 +44,10 @@ pub struct Context {
     pub placements: super::placement::Placements,
     /// Tenant reconciles working on each server, bounded.
     pub slots: super::bulkhead::ServerSlots,
+    /// Each server's catalog snapshot of the current resync period.
+    pub catalog: super::catalog::CatalogSnapshots,
+    /// When each tenant's indexes were last seen all Ready.
+    pub index_looks: super::tenant::recheck::IndexLooks,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -70,6 +74,8 @@ impl Context {
             synced: std::sync::atomic::AtomicBool::new(false),
             placements: Default::default(),
             slots,
+            catalog: super::catalog::CatalogSnapshots::new(resync),
+            index_looks: Default::default(),
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

@@ -61,6 +61,12 @@ pub const PHASES: [&str; 7] = [
     "Unknown",
 ];
 
+/// How a live tenant was looked at: `snapshot` or `locked`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookLabel {
+    pub how: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabel {
     pub server: String,
@@ -85,6 +91,9 @@ pub struct Metrics {
     pub server_up: Family<ServerLabel, Gauge>,
     pub server_connections: Family<ServerLabel, Gauge>,
     pub server_max_connections: Family<ServerLabel, Gauge>,
+    pub tenant_looks: Family<LookLabel, Counter>,
+    pub tenant_logins: Family<ServerLabel, Counter>,
+    pub catalog_snapshots: Family<ServerLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -164,6 +173,21 @@ impl Default for Metrics {
             "server_max_connections",
             "The server's max_connections",
         );
+        let tenant_looks: Family<LookLabel, Counter> = register(
+            &mut registry,
+            "tenant_looks",
+            "Live tenants' reconciles by how the tenant was looked at: snapshot (its server's shared catalog snapshot showed nothing to do) or locked (its own look under its lock)",
+        );
+        let catalog_snapshots: Family<ServerLabel, Counter> = register(
+            &mut registry,
+            "catalog_snapshots",
+            "Server-wide catalog snapshots taken for converged tenants' periodic looks (at most one per server and resync period)",
+        );
+        let tenant_logins: Family<ServerLabel, Counter> = register(
+            &mut registry,
+            "tenant_logins",
+            "Logins as tenant roles started by the health monitor, per server (bounded by spec.healthCheck.loginsPerSecond)",
+        );
         Self {
             registry,
             reconciliations,
@@ -180,6 +204,9 @@ impl Default for Metrics {
             server_up,
             server_connections,
             server_max_connections,
+            tenant_looks,
+            tenant_logins,
+            catalog_snapshots,
         }
     }
 }

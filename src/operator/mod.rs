@@ -5,6 +5,7 @@
 //! `/metrics` are served throughout.
 
 mod bulkhead;
+mod catalog;
 mod context;
 mod error;
 mod fence;

@@ -35,7 +35,54 @@ struct TenantRecord {
     next_login: Instant,
     /// When the last login was started, if there was one.
     last_login: Option<Instant>,
+    /// The role and Secret version the last login used ([`identity`]).
+    identity: Option<String>,
     next_size: Instant,
+}
+
+/// One server's login budget: a token bucket refilled at the server's
+/// `loginsPerSecond` and holding at most one health interval's worth (at
+/// least one login), so the logins over any span T never exceed
+/// `rate × T` plus that one interval's worth.
+pub struct LoginBudget {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl LoginBudget {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            tokens: 0.0,
+            refilled: now,
+        }
+    }
+
+    /// Up to `wanted` logins allowed at `now`, taken from the budget.
+    pub fn take(&mut self, policy: &HealthPolicy, now: Instant, wanted: usize) -> usize {
+        let rate = policy.logins_per_second();
+        let cap = (rate * policy.interval.as_secs_f64()).max(1.0);
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + rate * elapsed).min(cap);
+        self.refilled = now;
+        let granted = (self.tokens.floor() as usize).min(wanted);
+        self.tokens -= granted as f64;
+        granted
+    }
+}
+
+/// What a tenant logs in with: its role and the version of its connection
+/// Secret (no password is kept or hashed). A change makes the tenant due
+/// for a login at once.
+fn identity(stores: &Stores, tenant: &TenantDatabase) -> Option<String> {
+    let status = tenant.status.as_ref()?;
+    let namespace = tenant.namespace().unwrap_or_default();
+    let secret = stores.secret(&namespace, status.secret_name.as_deref()?)?;
+    Some(format!(
+        "{}\0{}\0{}",
+        status.role_name.as_deref()?,
+        secret.metadata.uid.as_deref().unwrap_or_default(),
+        secret.metadata.resource_version.as_deref().unwrap_or_default()
+    ))
 }
 
 /// A tenant's next login under a new login interval: one interval after
@@ -189,6 +236,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, mut stop: tokio::sync::watch
             if !keep {
                 task.abort();
                 ctx.metrics.forget_server(name);
+                ctx.catalog.forget(name);
             }
             keep
         });
@@ -203,10 +251,11 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, mut stop: tokio::sync::watch
 }
 
 async fn watch_server(ctx: Arc<Context>, stores: Stores, server: String, policy: HealthPolicy) {
+    let mut budget = LoginBudget::new(Instant::now());
     // The first look comes soon; then every interval, ±10%.
     tokio::time::sleep(policy.interval.min(Duration::from_secs(1))).await;
     loop {
-        check_server(&ctx, &stores, &server, &policy).await;
+        check_server(&ctx, &stores, &server, &policy, &mut budget).await;
         let factor: f64 = rand::rng().random_range(0.9..1.1);
         tokio::time::sleep(policy.interval.mul_f64(factor)).await;
     }
@@ -234,7 +283,13 @@ fn count_phases(ctx: &Context, stores: &Stores) {
 }
 
 /// One interval for one server.
-async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &HealthPolicy) {
+async fn check_server(
+    ctx: &Context,
+    stores: &Stores,
+    name: &str,
+    policy: &HealthPolicy,
+    budget: &mut LoginBudget,
+) {
     let Some(server) = stores.servers.get(&ObjectRef::new(name)) else {
         return;
     };
@@ -255,11 +310,14 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
     let now = Instant::now();
     let checked_at = Time(k8s_openapi::jiff::Timestamp::now());
 
-    // Who is due for a size and a login, first times staggered over the period.
+    // Who is due for a size and a login, first times staggered over the
+    // period; the logins then within the server's budget, most urgent
+    // first.
     let (mut sizes, mut logins) = (Vec::new(), Vec::new());
     {
         let mut book = ctx.health.lock_tenants();
-        for tenant in &tenants {
+        let mut due = Vec::new();
+        for (position, tenant) in tenants.iter().enumerate() {
             let status = tenant.status.as_ref().expect("filtered on status");
             let database = status.database_name.clone().unwrap_or_default();
             // A tenant no login has vouched for yet (just provisioned, or
@@ -276,6 +334,7 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
                     now
                 },
                 last_login: None,
+                identity: None,
                 next_size: now,
             });
             record.server = name.to_owned();
@@ -283,12 +342,34 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
                 sizes.push(database.clone());
                 record.next_size = now + policy.size_interval;
             }
-            if record.next_login <= now {
-                logins.push(tenant.clone());
-                record.next_login = now + policy.login_interval;
-                record.last_login = Some(now);
+            let identity = identity(stores, tenant);
+            let changed = record.identity.is_some() && identity.is_some() && record.identity != identity;
+            if record.next_login <= now || changed {
+                // First: a changed Secret or role, a failed last login, or
+                // no login yet; then the longest overdue.
+                let urgent = changed || record.health.login.as_ref().map_or(!vouched, |l| !l.ok);
+                due.push((!urgent, record.next_login, position, identity));
             }
         }
+        due.sort_by_key(|(not_urgent, next_login, ..)| (*not_urgent, *next_login));
+        let granted = budget.take(policy, now, due.len());
+        for (_, _, position, identity) in due.into_iter().take(granted) {
+            let tenant = &tenants[position];
+            if let Some(record) = book.get_mut(&key(tenant)) {
+                record.next_login = now + policy.login_interval;
+                record.last_login = Some(now);
+                record.identity = identity;
+            }
+            logins.push(tenant.clone());
+        }
+    }
+    if !logins.is_empty() {
+        ctx.metrics
+            .tenant_logins
+            .get_or_create(&ServerLabel {
+                server: name.to_owned(),
+            })
+            .inc_by(logins.len() as u64);
     }
     let databases: Vec<String> = tenants
         .iter()
@@ -382,6 +463,7 @@ async fn check_server(ctx: &Context, stores: &Stores, name: &str, policy: &Healt
             let keep = record.server != name || present.contains(key);
             if !keep {
                 ctx.metrics.forget_tenant(&labels(key));
+                ctx.index_looks.forget(key);
             }
             keep
         });
@@ -489,6 +571,47 @@ fn export(ctx: &Context, key: &str, health: &TenantHealth) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(interval_ms: u64, logins_per_second: f64) -> HealthPolicy {
+        HealthPolicy {
+            interval: Duration::from_millis(interval_ms),
+            login_budget_milli: (logins_per_second * 1000.0) as u64,
+            ..HealthPolicy::default()
+        }
+    }
+
+    /// Logins granted over `seconds` of checks every `interval_ms`, with
+    /// `wanted` tenants due at every check.
+    fn granted(policy: &HealthPolicy, seconds: u64, wanted: usize) -> usize {
+        let start = Instant::now();
+        let mut budget = LoginBudget::new(start);
+        let checks = seconds * 1000 / policy.interval.as_millis() as u64;
+        (1..=checks)
+            .map(|i| budget.take(policy, start + policy.interval * i as u32, wanted))
+            .sum()
+    }
+
+    #[test]
+    fn the_login_budget_bounds_logins_whatever_is_due() {
+        // 10,000 tenants due at every 30 s check, 2 logins/s: 2 per second.
+        assert_eq!(granted(&policy(30_000, 2.0), 3600, 10_000), 7200);
+        // A budget below one login per interval still grants some.
+        assert_eq!(granted(&policy(1_000, 0.25), 100, 50), 25);
+        // Never more than is due.
+        assert_eq!(granted(&policy(1_000, 100.0), 10, 3), 30);
+        // A long pause grants one interval's worth, not the pause's.
+        let p = policy(1_000, 5.0);
+        let start = Instant::now();
+        let mut budget = LoginBudget::new(start);
+        assert_eq!(budget.take(&p, start + Duration::from_secs(600), 10_000), 5);
+    }
+
+    #[test]
+    fn a_full_rotation_takes_the_login_interval_or_what_the_budget_allows() {
+        let p = policy(30_000, 2.0);
+        assert_eq!(p.login_rotation(100), p.login_interval);
+        assert_eq!(p.login_rotation(10_000), Duration::from_secs(5000));
+    }
 
     #[test]
     fn a_longer_login_interval_counts_from_the_last_login() {

@@ -56,6 +56,8 @@ pub async fn reconcile(
         })
         .sum();
     status.connections_allocated = Some(i32::try_from(allocated).unwrap_or(i32::MAX));
+    let rotation = crate::health::HealthPolicy::of(&server).login_rotation(tenants.len());
+    status.login_rotation_seconds = Some(i64::try_from(rotation.as_secs()).unwrap_or(i64::MAX));
 
     let reference = &server.spec.admin_secret_ref;
     let outcome: Result<(), (&str, String)> = match ctx.admin_credentials(reference).await? {

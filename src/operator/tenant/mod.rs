@@ -7,9 +7,13 @@
 //! 2. [`gather`] — everything else the reconcile reads: admission,
 //!    admin credentials, the spec resolved against the server, the
 //!    connection Secret. Caches first; no SQL, no writes.
-//! 3. [`provision`] — under the tenant's advisory lock: database, role,
+//! 3. [`recheck`] — a tenant converged at its generation is checked over
+//!    its server's catalog snapshot of this resync period, shared with the
+//!    server's other tenants; when that shows nothing to do, step 4 is
+//!    skipped.
+//! 4. [`provision`] — under the tenant's advisory lock: database, role,
 //!    settings, indexes, and the connection Secret before the lock goes.
-//! 4. [`publish`] — status (only when it changed) and Events, from the one
+//! 5. [`publish`] — status (only when it changed) and Events, from the one
 //!    result; failures of every step are reported there too.
 //!
 //! Deletion ([`cleanup`]) has the same shape, for the `tenantdb.io/cleanup`
@@ -21,6 +25,7 @@ mod cleanup;
 mod gather;
 mod provision;
 mod publish;
+pub(crate) mod recheck;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,7 +137,8 @@ async fn with_finalizer(
     Ok(Arc::new(patched))
 }
 
-/// The pipeline for a live tenant: placement → gather → provision → publish.
+/// The pipeline for a live tenant: placement → gather → recheck →
+/// provision → publish.
 async fn apply(tenant: &TenantDatabase, ctx: &Context, stores: &Stores) -> Result<Action, OperatorError> {
     let server = match placement::locate(tenant, &ctx.client, stores, &ctx.placements).await? {
         Ok(server) => server,
@@ -146,13 +152,34 @@ async fn apply(tenant: &TenantDatabase, ctx: &Context, stores: &Stores) -> Resul
         Ok(secret) => secret,
         Err(failure) => return publish::failure(tenant, ctx, Some(&access.desired), failure).await,
     };
-    let Some(_slot) = ctx.slots.enter(&access.desired.server).await else {
+    // Everything that talks to the server, the shared snapshot included,
+    // runs in one of its slots: a hung server holds its own slots only.
+    let Some(slot) = ctx.slots.enter(&access.desired.server).await else {
         return Ok(Action::requeue(bulkhead::BUSY_RETRY));
     };
+    if recheck::nothing_to_do(tenant, ctx, stores, &access, &secret).await {
+        drop(slot);
+        look("snapshot", ctx);
+        let quiet = provision::Provisioned {
+            indexes: None,
+            password_restored: false,
+        };
+        return publish::provisioned(tenant, ctx, &access.desired, quiet).await;
+    }
+    look("locked", ctx);
     match provision::provision(tenant, ctx, &access, &secret).await? {
         Ok(provisioned) => publish::provisioned(tenant, ctx, &access.desired, provisioned).await,
         Err(failure) => publish::failure(tenant, ctx, Some(&access.desired), failure).await,
     }
+}
+
+/// Counts how a live tenant was looked at: over its server's shared
+/// snapshot, or on its own under its lock.
+fn look(how: &'static str, ctx: &Context) {
+    ctx.metrics
+        .tenant_looks
+        .get_or_create(&super::metrics::LookLabel { how })
+        .inc();
 }
 
 fn key(tenant: &TenantDatabase) -> String {

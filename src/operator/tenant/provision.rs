@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::gather::{Access, SecretState};
 use super::{Failure, publish};
 use crate::api::TenantDatabase;
+use crate::api::tenant_database::IndexPhase;
 use crate::operator::OperatorError;
 use crate::operator::context::Context;
 use crate::reconcile::indexes::IndexOutcome;
@@ -45,7 +46,7 @@ pub async fn provision(
             permanent: false,
         }));
     }
-    let look_at_indexes = indexes_need_a_look(tenant, desired);
+    let look_at_indexes = indexes_need_a_look(tenant, desired, ctx);
     let locked = async |outcome: &reconcile::Outcome, tenant_db: &sqlx::postgres::PgConnectOptions| {
         let published = publish::secret(tenant, ctx, access, secret, outcome).await;
         // Not when the Secret could not be written: the reconcile fails
@@ -63,6 +64,15 @@ pub async fn provision(
     match provisioned {
         Ok((outcome, (published, indexes))) => {
             published?;
+            if let Some(looked) = &indexes {
+                let all_ready = looked.as_ref().is_ok_and(|o| {
+                    let plan = &o.plan;
+                    plan.actions.is_empty()
+                        && plan.dropping == 0
+                        && plan.statuses.iter().all(|s| s.phase == IndexPhase::Ready)
+                });
+                ctx.index_looks.record(tenant, all_ready);
+            }
             if outcome.executed > 0 {
                 tracing::info!(tenant = %super::key(tenant), steps = outcome.executed, "applied changes");
             }
@@ -98,12 +108,13 @@ pub async fn still_down(
 }
 
 /// Whether the tenant database must be looked at for indexes: some are
-/// declared, or were (and may still need dropping), or the last look did
-/// not end well.
-fn indexes_need_a_look(tenant: &TenantDatabase, desired: &Desired) -> bool {
+/// declared and were not all seen Ready at this generation within the
+/// rotation ([`super::recheck::INDEX_ROTATION`]), or some were declared
+/// before (and may still need dropping), or the last look did not end well.
+pub fn indexes_need_a_look(tenant: &TenantDatabase, desired: &Desired, ctx: &Context) -> bool {
     let status = tenant.status.as_ref();
-    !desired.indexes.is_empty()
-        || status.is_some_and(|s| !s.indexes.is_empty())
+    (!desired.indexes.is_empty() && !ctx.index_looks.recent(tenant))
+        || (desired.indexes.is_empty() && status.is_some_and(|s| !s.indexes.is_empty()))
         || status
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "IndexesReady"))
             .is_some_and(|c| c.status != "True")

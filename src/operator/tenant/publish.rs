@@ -8,6 +8,7 @@
 //! I/O: Kubernetes writes only (the Secret, the status subresource,
 //! Events); no SQL.
 
+use crate::admin_access::Password;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
@@ -51,24 +52,11 @@ pub async fn secret(
     let Some(password) = &outcome.plan.password else {
         return Ok(());
     };
-    let namespace = tenant.namespace().unwrap_or_default();
-    let server = &access.server.spec;
-    let endpoint = Endpoint {
-        host: server.host.clone(),
-        port: u16::try_from(server.port).unwrap_or(5432),
-        ssl_mode: server.ssl_mode,
-    };
-    let wanted = owned_secret(
-        tenant,
-        connection_secret::secret(&namespace, &access.desired, &endpoint, password),
-    );
-    if found
-        .existing
-        .as_ref()
-        .is_some_and(|s| s.data == wanted.data && owned_by(s, tenant))
-    {
+    if secret_is_current(tenant, access, found, password) {
         return Ok(());
     }
+    let namespace = tenant.namespace().unwrap_or_default();
+    let wanted = wanted_secret(tenant, access, password);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&wanted));
     let write = secrets.patch(&access.desired.secret_name, &params, &patch);
@@ -79,6 +67,35 @@ pub async fn secret(
             after: SECRET_WRITE,
         })??;
     Ok(())
+}
+
+/// Whether the connection Secret found is the one the operator would write
+/// with `password`.
+pub fn secret_is_current(
+    tenant: &TenantDatabase,
+    access: &Access,
+    found: &SecretState,
+    password: &Password,
+) -> bool {
+    let wanted = wanted_secret(tenant, access, password);
+    found
+        .existing
+        .as_ref()
+        .is_some_and(|s| s.data == wanted.data && owned_by(s, tenant))
+}
+
+fn wanted_secret(tenant: &TenantDatabase, access: &Access, password: &Password) -> Secret {
+    let namespace = tenant.namespace().unwrap_or_default();
+    let server = &access.server.spec;
+    let endpoint = Endpoint {
+        host: server.host.clone(),
+        port: u16::try_from(server.port).unwrap_or(5432),
+        ssl_mode: server.ssl_mode,
+    };
+    owned_secret(
+        tenant,
+        connection_secret::secret(&namespace, &access.desired, &endpoint, password),
+    )
 }
 
 /// The connection Secret as the operator writes it: `data` (what the API
@@ -117,7 +134,12 @@ pub async fn provisioned(
     let mut new = status::provisioned(tenant.status.as_ref(), generation, Some(desired), Ok(()), &now);
     let mut requeue = ctx.resync_jittered();
     match &provisioned.indexes {
-        None => status::indexes(&mut new, IndexReport::NoneDeclared, generation, &now),
+        // Not looked at: none declared, or all seen Ready at this
+        // generation within the rotation (their states are kept).
+        None if desired.indexes.is_empty() => {
+            status::indexes(&mut new, IndexReport::NoneDeclared, generation, &now)
+        }
+        None => {}
         Some(Ok(outcome)) => {
             let plan = &outcome.plan;
             status::indexes(&mut new, IndexReport::Planned(plan), generation, &now);
