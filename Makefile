@@ -3,6 +3,7 @@
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
 #   make bench  the benchmark (release build; docs/benchmarks.md)
 #   make bench-fleet  the operator's memory with 10,000 provisioned tenants (root; about three hours)
+#   make bench-plan-fleet  `tenantdb plan` over 10,000 up-to-date tenants on two servers (root)
 #   make cluster  a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback, until Ctrl-C
 #   make e2e    the operator tests against that real control plane (E2E_FILTER=name picks tests)
 # `make crds` regenerates crds/ and the chart's copy after an API change.
@@ -12,7 +13,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 TENANTDB := $(or $(CARGO_TARGET_DIR),target)/debug/tenantdb
 
-.PHONY: demo test deps deps-demo crds bench bench-fleet control-plane cluster e2e
+.PHONY: demo test deps deps-demo crds bench bench-fleet bench-plan-fleet control-plane cluster e2e
 
 demo: deps-demo
 	cargo build --locked
@@ -58,6 +59,13 @@ bench-fleet: deps
 	cargo build --release --locked --bin tenantdb
 	cargo build --release --locked -p tenantdb-testkit --bin tenantdb-bench
 	bash testkit/bench-fleet.sh
+
+# `tenantdb plan` over FLEET_TENANTS (10,000) up-to-date tenants on two
+# servers, on the same compressing file system (docs/benchmarks.md).
+bench-plan-fleet: deps
+	cargo build --release --locked -p tenantdb-testkit --bin tenantdb-bench
+	cargo build --release --locked --bin tenantdb
+	bash testkit/bench-fleet.sh --plan-fleet $${FLEET_TENANTS:-10000}
 
 crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir crds

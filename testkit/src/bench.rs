@@ -108,6 +108,13 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+
+    /// Measure `tenantdb plan` over this many up-to-date tenants on two
+    /// servers instead (half on each, provisioned by the raw-SQL floor in
+    /// batches of 1,000 per server): wall clock and the statements each
+    /// server ran. Nothing else is measured.
+    #[arg(long)]
+    plan_fleet: Option<usize>,
 }
 
 impl Args {
@@ -216,8 +223,8 @@ pub struct Cpu {
 
 /// CPU seconds at one moment, by whom.
 #[derive(Clone, Copy)]
-struct CpuNow {
-    postgres: f64,
+pub(crate) struct CpuNow {
+    pub(crate) postgres: f64,
     own: f64,
     children: f64,
     operator: f64,
@@ -228,7 +235,7 @@ struct CpuNow {
 /// and the postmaster's children, and no other server on the machine), of
 /// this process, of its reaped children, of the operator and of the
 /// control plane's processes.
-fn cpu_now(postmaster: u32, operator: Option<u32>, kubernetes: &[u32]) -> CpuNow {
+pub(crate) fn cpu_now(postmaster: u32, operator: Option<u32>, kubernetes: &[u32]) -> CpuNow {
     let mut postgres = 0.0;
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -267,7 +274,7 @@ fn stat_field(stat: &str, index: usize) -> Option<u32> {
 }
 
 /// The pid of the server's postmaster (the first line of `postmaster.pid`).
-fn postmaster_pid(postgres: &ThrowawayPostgres) -> anyhow::Result<u32> {
+pub(crate) fn postmaster_pid(postgres: &ThrowawayPostgres) -> anyhow::Result<u32> {
     let file = std::fs::read_to_string(postgres.data_dir().join("postmaster.pid"))
         .context("reading postmaster.pid")?;
     file.lines()
@@ -390,6 +397,9 @@ pub struct Latency {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(tenants) = args.plan_fleet {
+        return crate::plan_fleet::run(tenants, args.workers, args.json).await;
+    }
     if args.tenants == 0 || args.workers == 0 {
         bail!("--tenants and --workers must be at least 1");
     }
@@ -990,7 +1000,7 @@ fn round(value: f64) -> f64 {
 
 /// The `tenantdb` binary the benchmark runs: `TENANTDB_BIN`, else the one
 /// cargo built beside this binary.
-fn tenantdb_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn tenantdb_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("TENANTDB_BIN") {
         return Ok(PathBuf::from(path));
     }
@@ -1005,7 +1015,7 @@ fn tenantdb_binary() -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
-fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "{prefix}-{}",
         tenantdb::password::generate()[..8].to_lowercase()
@@ -1015,7 +1025,7 @@ fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A tenant spec as every run provisions it: a pool contract and guard rails.
-fn tenant(namespace: &str, name: &str, server: &str) -> TenantDatabase {
+pub(crate) fn tenant(namespace: &str, name: &str, server: &str) -> TenantDatabase {
     serde_json::from_value(json!({
         "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase",
         "metadata": {"name": name, "namespace": namespace},
@@ -1031,12 +1041,22 @@ fn tenant(namespace: &str, name: &str, server: &str) -> TenantDatabase {
 /// one transaction, CREATE DATABASE alone, database steps in one — over one
 /// connection per worker.
 async fn floor(admin_url: &str, namespace: &str, tenants: usize, workers: usize) -> anyhow::Result<Duration> {
+    floor_range(admin_url, namespace, 0..tenants, workers).await
+}
+
+/// [`floor`] for tenants `t<first>`… of `range`.
+pub(crate) async fn floor_range(
+    admin_url: &str,
+    namespace: &str,
+    range: std::ops::Range<usize>,
+    workers: usize,
+) -> anyhow::Result<Duration> {
     let server: DatabaseServer = serde_json::from_value(json!({
         "apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer", "metadata": {"name": "floor"},
         "spec": {"host": "unused", "adminSecretRef": {"namespace": "x", "name": "y"}}
     }))?;
     let mut scripts = Vec::new();
-    for i in 0..tenants {
+    for i in range {
         let desired = reconcile::resolve(&tenant(namespace, &format!("t{i:05}"), "floor"), &server)?;
         let plan = reconcile::plan::plan_provision(
             &desired,

@@ -3,8 +3,10 @@
 //! tests that need what a real one cannot give quickly (a short watch
 //! history, fast bookmarks); `control_plane` starts a real one (etcd,
 //! kube-apiserver, kube-controller-manager built from their Go modules);
-//! `bench` is `make bench` (the `tenantdb-bench` binary).
+//! `bench` is `make bench` (the `tenantdb-bench` binary), `plan_fleet` its
+//! `--plan-fleet N` mode.
 
 pub mod bench;
 pub mod control_plane;
 pub mod emulator;
+pub mod plan_fleet;
