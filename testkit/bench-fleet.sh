@@ -45,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 truncate -s "$image_size" "$image"
-mkfs.btrfs -q "$image"
+mkfs.btrfs -q "$image" >&2
 mount -o loop,compress-force=zstd:1,noatime "$image" "$mount_point"
 # The throwaway PostgreSQL's directory is made by root and handed to the
 # postgres user; everyone may create entries here, as in /tmp.
