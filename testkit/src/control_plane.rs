@@ -115,7 +115,25 @@ impl ControlPlane {
     }
 
     /// A control plane whose kube-apiserver also gets `apiserver_args`.
+    /// Its ports are picked free and then bound by etcd and kube-apiserver;
+    /// another process (a test's PostgreSQL, another control plane) can
+    /// take one in between, so a component that exits with "address already
+    /// in use" makes a new attempt on new ports (three in all).
     pub fn start_with(apiserver_args: &[String]) -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(apiserver_args) {
+                Ok(plane) => return plane,
+                Err(failure) if attempt < 3 && failure.contains("address already in use") => {
+                    eprintln!("control plane: a port was taken meanwhile; starting again on new ports");
+                    attempt += 1;
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+    }
+
+    fn try_start(apiserver_args: &[String]) -> Result<Self, String> {
         let bin = binaries();
         let dir = std::env::temp_dir().join(format!(
             "tenantdb-control-plane-{}-{}",
@@ -280,7 +298,7 @@ impl ControlPlane {
             .chain(apiserver_args.iter().cloned())
             .collect::<Vec<_>>(),
         );
-        plane.wait_ready();
+        plane.wait_ready()?;
         plane.spawn(
             &bin,
             "kube-controller-manager",
@@ -291,7 +309,7 @@ impl ControlPlane {
                 "--secure-port=0".into(),
             ],
         );
-        plane
+        Ok(plane)
     }
 
     fn spawn(&mut self, bin: &Path, name: &'static str, args: &[String]) {
@@ -336,7 +354,7 @@ impl ControlPlane {
         let bin = self.bin.clone();
         self.spawn(&bin, name, &args);
         if name == "kube-apiserver" {
-            self.wait_ready();
+            self.wait_ready().unwrap_or_else(|failure| panic!("{failure}"));
         }
     }
 
@@ -352,7 +370,9 @@ impl ControlPlane {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for kube-apiserver's `/readyz`; a component that exited
+    /// meanwhile is an error with the end of its log.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let ready = Command::new("kubectl")
@@ -366,14 +386,14 @@ impl ControlPlane {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if ready {
-                return;
+                return Ok(());
             }
             let exited = self
                 .children
                 .iter_mut()
                 .find_map(|(name, child)| child.try_wait().ok().flatten().map(|status| (*name, status)));
             if let Some((name, status)) = exited {
-                panic!("{name} exited with {status}:\n{}", self.log_tail(name));
+                return Err(format!("{name} exited with {status}:\n{}", self.log_tail(name)));
             }
             assert!(
                 Instant::now() < deadline,
