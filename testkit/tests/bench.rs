@@ -82,11 +82,13 @@ fn a_small_benchmark_run_completes_and_reports_every_figure() {
     // One health query per interval (four in a 4 s window, give or take the
     // window's edges), never one per tenant.
     assert!((3..=5).contains(&count("health_queries")), "{report}");
-    // Every tenant logged in (every 2 s) and was resynced (every 3 s) in
-    // the window, and each is counted.
+    // Every tenant logged in (every 2 s, within the server's budget) and
+    // was resynced (every 3 s) in the window, and each is counted; the
+    // resync is over the server's shared catalog snapshot, so its
+    // statements do not scale with the tenants.
     assert!(count("logins") >= 5, "{report}");
     assert!(count("tenant_statements") >= 5, "{report}");
-    assert!(count("resync_statements") >= 5, "{report}");
+    assert!(count("resync_statements") >= 1, "{report}");
     let hourly = &steady["per_tenant_hour"];
     assert!(hourly["logins"].as_f64().unwrap() > 0.0, "{report}");
     assert!(hourly["admin_statements"].as_f64().unwrap() > 0.0, "{report}");
