@@ -567,7 +567,7 @@ async fn hostile_index_expressions_are_refused_by_field_and_change_nothing() {
         ("expressions", "lo_import('/etc/passwd')"),
         ("expressions", "ALTER ROLE x SUPERUSER"),
     ];
-    let dir = workdir("hostile").await;
+    let dir = workdir("hostile-code").await;
     let mut manifests = String::new();
     for (i, (field, text)) in hostile.iter().enumerate() {
         let value = serde_json::to_string(text).unwrap();
