@@ -399,6 +399,17 @@ fn significant(status: &TenantDatabaseStatus) -> TenantDatabaseStatus {
     view
 }
 
+/// `status` without what changes at every check of a quiet tenant: the
+/// time of the check and the login latency inside its bucket.
+fn numbers(status: &TenantDatabaseStatus) -> TenantDatabaseStatus {
+    let mut view = status.clone();
+    if let Some(health) = view.health.as_mut() {
+        health.latency_ms = health.latency_ms.map(|_| 0);
+        health.checked_at = None;
+    }
+    view
+}
+
 /// Latency buckets for status, in milliseconds: status is rewritten when
 /// the (smoothed) latency moves to another bucket, not on every jitter.
 const LATENCY_BUCKETS_MS: [f64; 5] = [100.0, 250.0, 500.0, 1000.0, 2500.0];
@@ -437,7 +448,10 @@ pub fn smoothed_latency(previous: Option<i64>, latest: i64) -> i64 {
 
 /// Whether `new` is worth writing over `old`: something significant
 /// changed, or the heartbeat is due (`old`'s `checkedAt` older than
-/// `heartbeat`) and anything at all changed.
+/// `heartbeat`) and a number moved — connections, pool use, size. The
+/// time of the check alone, or a login latency moving inside its bucket,
+/// is never worth a write: a quiet fleet of 10,000 tenants would otherwise
+/// rewrite every status once per heartbeat (the live values are metrics).
 pub fn worth_writing(
     old: Option<&TenantDatabaseStatus>,
     new: &TenantDatabaseStatus,
@@ -453,6 +467,9 @@ pub fn worth_writing(
     let latency = |s: &TenantDatabaseStatus| s.health.as_ref().and_then(|h| h.latency_ms);
     if significant(old) != significant(new) || latency_moved(latency(old), latency(new)) {
         return true;
+    }
+    if numbers(old) == numbers(new) {
+        return false;
     }
     let checked = old.health.as_ref().and_then(|h| h.checked_at.as_ref());
     checked.is_none_or(|at| {
@@ -556,6 +573,18 @@ mod tests {
             &next,
             policy.status_heartbeat,
             &time(400)
+        ));
+        // A quiet tenant — the same numbers, only a later check and a
+        // login a few milliseconds off — is not written, heartbeat or not.
+        let mut quiet_sample = sample(3, 5, 400);
+        quiet_sample.size_bytes = Some(8_000_100);
+        let quiet = applied(&first, &quiet_sample);
+        assert_ne!(quiet, first);
+        assert!(!worth_writing(
+            Some(&first),
+            &quiet,
+            policy.status_heartbeat,
+            &time(10_000)
         ));
         // A utilization bucket crossed, a latency bucket crossed: written.
         let busier = applied(&first, &sample(5, 4, 160));

@@ -153,8 +153,9 @@ pub struct HealthCheckSpec {
     #[schemars(range(min = 1, max = 100))]
     pub utilization_threshold: Option<i32>,
 
-    /// Longest a healthy tenant's `status.health.checkedAt` goes without a
-    /// refresh when nothing else changed. Default: 5m.
+    /// Longest a tenant's status waits to show numbers that moved
+    /// (connections, size), with a new `status.health.checkedAt`; a quiet
+    /// tenant's status is not rewritten. Default: 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub status_heartbeat: Option<String>,
