@@ -4,6 +4,7 @@
 #   make bench  the benchmark (release build; docs/benchmarks.md)
 #   make bench-fleet  the operator's memory with 10,000 provisioned tenants (root; about three hours)
 #   make bench-plan-fleet  `tenantdb plan` over 10,000 up-to-date tenants on two servers (root)
+#   make bench-steady-fleet  the operator provisioning 10,000 tenants on two servers, then quiet (root; about two hours)
 #   make cluster  a real control plane (etcd, kube-apiserver, kube-controller-manager) on loopback, until Ctrl-C
 #   make e2e    the operator tests against that real control plane (E2E_FILTER=name picks tests)
 # `make crds` regenerates crds/ and the chart's copy after an API change.
@@ -13,7 +14,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 TENANTDB := $(or $(CARGO_TARGET_DIR),target)/debug/tenantdb
 
-.PHONY: demo test deps deps-demo crds bench bench-fleet bench-plan-fleet control-plane cluster e2e
+.PHONY: demo test deps deps-demo crds bench bench-fleet bench-plan-fleet bench-steady-fleet control-plane cluster e2e
 
 demo: deps-demo
 	cargo build --locked
@@ -66,6 +67,14 @@ bench-plan-fleet: deps
 	cargo build --release --locked -p tenantdb-testkit --bin tenantdb-bench
 	cargo build --release --locked --bin tenantdb
 	bash testkit/bench-fleet.sh --plan-fleet $${FLEET_TENANTS:-10000}
+
+# The operator with 10,000 tenants on two servers: provisioning them from
+# nothing, then the quiet fleet over a resync period plus a full login
+# rotation at the default settings (docs/benchmarks.md).
+bench-steady-fleet: deps
+	cargo build --release --locked -p tenantdb-testkit --bin tenantdb-bench
+	cargo build --release --locked --bin tenantdb
+	bash testkit/bench-fleet.sh --steady-fleet $${FLEET_TENANTS:-10000}
 
 crds:
 	cargo run --locked -q --bin tenantdb -- crd --output-dir crds

@@ -13,7 +13,8 @@
 # are written. It needs root (losetup, mount) and btrfs-progs (installed
 # from Debian's packages when missing). A run of 10,000 tenants takes about
 # three hours on 2 cores. Arguments are passed on to tenantdb-bench; with
-# `--plan-fleet N` first, that mode runs instead (`make bench-plan-fleet`).
+# `--plan-fleet N` or `--steady-fleet N` first, that mode runs instead
+# (`make bench-plan-fleet`, `make bench-steady-fleet`).
 set -euo pipefail
 
 objects=${FLEET_MEMORY_OBJECTS:-1000,5000,10000}
@@ -51,8 +52,9 @@ mount -o loop,compress-force=zstd:1,noatime "$image" "$mount_point"
 # postgres user; everyone may create entries here, as in /tmp.
 chmod 1777 "$mount_point"
 
-if [[ ${1:-} == --plan-fleet* ]]; then
-  # `tenantdb plan` over many up-to-date tenants on two servers.
+if [[ ${1:-} == --plan-fleet* || ${1:-} == --steady-fleet* ]]; then
+  # `tenantdb plan` over many up-to-date tenants on two servers, or the
+  # operator provisioning them and then keeping them quietly.
   TMPDIR=$mount_point "$bench" "$@"
 else
   TMPDIR=$mount_point "$bench" --memory-only --memory-objects "$objects" \

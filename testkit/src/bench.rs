@@ -42,10 +42,9 @@ const ADMIN_ROLE: &str = "tenantdb_bench_admin";
 
 /// The operator's defaults (`tenantdb run --resync`, a DatabaseServer's
 /// `healthCheck`), for the steady state's cost at default settings.
-const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_RESYNC: Duration = Duration::from_secs(300);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_LOGIN_INTERVAL: Duration = Duration::from_secs(300);
-const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(300);
 
 #[derive(clap::Parser)]
 #[command(
@@ -115,6 +114,19 @@ pub struct Args {
     /// server ran. Nothing else is measured.
     #[arg(long)]
     plan_fleet: Option<usize>,
+
+    /// Measure the operator with this many tenants on two servers instead:
+    /// provisioning them from nothing (batches of 1,000 per server, both
+    /// servers at once), then the quiet fleet at the default settings over
+    /// a resync period plus a full login rotation. Nothing else is
+    /// measured.
+    #[arg(long)]
+    steady_fleet: Option<usize>,
+
+    /// With `--steady-fleet`, the quiet window in seconds instead of a
+    /// resync period plus the servers' login rotation (for a short trial).
+    #[arg(long)]
+    fleet_window_seconds: Option<u64>,
 }
 
 impl Args {
@@ -227,8 +239,8 @@ pub(crate) struct CpuNow {
     pub(crate) postgres: f64,
     own: f64,
     children: f64,
-    operator: f64,
-    kubernetes: f64,
+    pub(crate) operator: f64,
+    pub(crate) kubernetes: f64,
 }
 
 /// CPU seconds of the benchmark's PostgreSQL (its postmaster `postmaster`
@@ -357,7 +369,7 @@ pub struct SteadyState {
     /// Per tenant per hour at the window's settings, as measured.
     pub per_tenant_hour: Hourly,
     /// Per tenant per hour at the default settings (30 s health interval,
-    /// 5 min logins, resync and status heartbeat): each cause's count per
+    /// 5 min logins and resync): each cause's count per
     /// hour times its measured cost per event.
     pub per_tenant_hour_at_defaults: Hourly,
 }
@@ -399,6 +411,9 @@ pub struct Latency {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(tenants) = args.plan_fleet {
         return crate::plan_fleet::run(tenants, args.workers, args.json).await;
+    }
+    if let Some(tenants) = args.steady_fleet {
+        return crate::steady_fleet::run(tenants, args.workers, args.fleet_window_seconds, args.json).await;
     }
     if args.tenants == 0 || args.workers == 0 {
         bail!("--tenants and --workers must be at least 1");
@@ -872,8 +887,9 @@ async fn steady_state(
         resync_cpu_ms: round(resync_ms / n / hours),
     };
     // At the defaults: each cause scaled by how much more or less often it
-    // runs; the status heartbeat (one status write per tenant per period,
-    // longer than any window here) from its setting.
+    // runs. Writes as measured: the status heartbeat writes a quiet
+    // tenant's status only when one of its numbers moved, so a quiet
+    // fleet's writes do not depend on a setting.
     let scale = |measured: Duration, default: Duration| measured.as_secs_f64() / default.as_secs_f64();
     let (health_scale, login_scale, resync_scale) = (
         scale(Duration::from_secs(args.interval_seconds()), DEFAULT_INTERVAL),
@@ -886,7 +902,7 @@ async fn steady_state(
         admin_statements: round(per_tenant_hour.health_query_share * health_scale + resync_per_hour),
         health_query_share: round(per_tenant_hour.health_query_share * health_scale),
         connections: round(per_tenant_hour.logins * login_scale + admin_connections as f64 / n / hours),
-        kubernetes_writes: round(3600.0 / DEFAULT_HEARTBEAT.as_secs_f64()),
+        kubernetes_writes: per_tenant_hour.kubernetes_writes,
         postgres_cpu_ms: round(
             per_tenant_hour.login_cpu_ms * login_scale
                 + per_tenant_hour.health_cpu_ms * health_scale
@@ -994,7 +1010,7 @@ async fn memory(
     Ok(memory)
 }
 
-fn round(value: f64) -> f64 {
+pub(crate) fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
@@ -1160,7 +1176,7 @@ async fn apply(
 }
 
 /// A statement's text, shortened to its first 120 characters on one line.
-fn first_words(query: &str) -> String {
+pub(crate) fn first_words(query: &str) -> String {
     let line = query.split_whitespace().collect::<Vec<_>>().join(" ");
     line.chars().take(120).collect()
 }
@@ -1169,7 +1185,7 @@ fn first_words(query: &str) -> String {
 /// many as the floor's connections and `apply --concurrency`: the operator
 /// gives one server at most half its `--concurrency`, so that is twice
 /// `workers`.
-fn start_operator(
+pub(crate) fn start_operator(
     exe: &Path,
     kubeconfig: &Path,
     log: &Path,
@@ -1246,7 +1262,7 @@ async fn drop_databases_and_roles(superuser: &mut PgConnection, namespace: &str)
     Ok(())
 }
 
-async fn add_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn add_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
@@ -1303,7 +1319,7 @@ async fn create_tenants(
 }
 
 /// Creates tenants `first..first + count`, a few requests at a time.
-async fn create_tenants_from(
+pub(crate) async fn create_tenants_from(
     client: &kube::Client,
     namespace: &str,
     first: usize,
@@ -1331,7 +1347,7 @@ async fn create_tenants_from(
     Ok(())
 }
 
-fn condition(tenant: &TenantDatabase, kind: &str) -> bool {
+pub(crate) fn condition(tenant: &TenantDatabase, kind: &str) -> bool {
     tenant
         .status
         .as_ref()
@@ -1339,7 +1355,7 @@ fn condition(tenant: &TenantDatabase, kind: &str) -> bool {
 }
 
 /// Whether the tenant's status reports a login latency (a login happened).
-fn logged_in(tenant: &TenantDatabase) -> bool {
+pub(crate) fn logged_in(tenant: &TenantDatabase) -> bool {
     tenant
         .status
         .as_ref()
@@ -1351,7 +1367,7 @@ fn logged_in(tenant: &TenantDatabase) -> bool {
 /// most), from a watch: polling lists of hundreds of objects would cost the
 /// API server — which shares this machine's CPUs with PostgreSQL and the
 /// operator — far more than the operator's own requests.
-async fn wait_for_all(
+pub(crate) async fn wait_for_all(
     client: &kube::Client,
     namespace: &str,
     count: usize,
@@ -1406,7 +1422,7 @@ async fn wait_for_all(
 /// How long [`wait_for_all`] waits for one more tenant to pass.
 const STALLED: Duration = Duration::from_secs(600);
 
-fn writes(counts: &BTreeMap<String, u64>) -> u64 {
+pub(crate) fn writes(counts: &BTreeMap<String, u64>) -> u64 {
     counts
         .iter()
         .filter(|(k, _)| {
@@ -1419,7 +1435,10 @@ fn writes(counts: &BTreeMap<String, u64>) -> u64 {
 }
 
 /// Request counts in `after` beyond those in `before`, the zeros left out.
-fn difference(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+pub(crate) fn difference(
+    after: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
@@ -1428,7 +1447,7 @@ fn difference(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> 
 }
 
 /// A client for `kubeconfig`'s identity.
-async fn client_of(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+pub(crate) async fn client_of(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
     Ok(kube::Client::try_from(config)?)
@@ -1444,7 +1463,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// Resident memory of process `pid` in MiB, from /proc.
-fn rss_mib(pid: Option<u32>) -> anyhow::Result<f64> {
+pub(crate) fn rss_mib(pid: Option<u32>) -> anyhow::Result<f64> {
     let pid = pid.context("the operator exited")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status

@@ -24,15 +24,60 @@ const ADMIN_ROLE: &str = "tenantdb_plan_admin";
 const BATCH: usize = 1000;
 
 /// One server of the fleet.
-struct Server {
-    name: String,
-    namespace: String,
-    postgres: ThrowawayPostgres,
-    postmaster: u32,
-    superuser: PgConnection,
-    admin_url: String,
-    admin_password: String,
-    tenants: usize,
+pub(crate) struct Server {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) postgres: ThrowawayPostgres,
+    pub(crate) postmaster: u32,
+    pub(crate) superuser: PgConnection,
+    pub(crate) admin_url: String,
+    pub(crate) admin_password: String,
+    pub(crate) tenants: usize,
+}
+
+/// Two throwaway PostgreSQL servers, `fleet-a` and `fleet-b`, for `tenants`
+/// tenants between them (namespaces of the same names): pg_stat_statements
+/// loaded and able to hold a statement per tenant role, autovacuum off (its
+/// work grows with the number of databases, and is nobody's but the
+/// platform's), and an admin role `admin_role` made as tenantdb's
+/// documentation says.
+pub(crate) async fn start_servers(admin_role: &str, tenants: usize) -> anyhow::Result<Vec<Server>> {
+    let mut servers = Vec::new();
+    for (i, label) in ["a", "b"].into_iter().enumerate() {
+        eprintln!("starting throwaway PostgreSQL {label}…");
+        let postgres = tokio::task::spawn_blocking(|| {
+            ThrowawayPostgres::start_with(&[
+                "shared_preload_libraries=pg_stat_statements",
+                "pg_stat_statements.max=20000",
+                "max_connections=200",
+                "autovacuum=off",
+            ])
+        })
+        .await??;
+        let admin_password = tenantdb::password::generate();
+        let mut superuser = PgConnection::connect(&postgres.superuser_url()).await?;
+        sqlx::query(tenantdb::sql::create_admin_role(
+            &Ident::parse(admin_role)?,
+            &ScramVerifier::generate(&admin_password),
+        ))
+        .execute(&mut superuser)
+        .await?;
+        sqlx::query("CREATE EXTENSION pg_stat_statements")
+            .execute(&mut superuser)
+            .await?;
+        servers.push(Server {
+            name: format!("fleet-{label}"),
+            namespace: format!("fleet-{label}"),
+            postmaster: postmaster_pid(&postgres)?,
+            admin_url: postgres.url(admin_role, &admin_password, "postgres"),
+            admin_password,
+            superuser,
+            postgres,
+            tenants: tenants / 2 + usize::from(i == 0 && tenants % 2 == 1),
+        });
+    }
+
+    Ok(servers)
 }
 
 #[derive(Serialize)]
@@ -68,39 +113,7 @@ pub async fn run(tenants: usize, workers: usize, json: bool) -> anyhow::Result<E
     }
     let exe = tenantdb_binary()?;
     let work = tempdir("tenantdb-plan-fleet")?;
-    let mut servers = Vec::new();
-    for (i, label) in ["a", "b"].into_iter().enumerate() {
-        eprintln!("starting throwaway PostgreSQL {label}…");
-        let postgres = tokio::task::spawn_blocking(|| {
-            ThrowawayPostgres::start_with(&[
-                "shared_preload_libraries=pg_stat_statements",
-                "max_connections=200",
-                "autovacuum=off",
-            ])
-        })
-        .await??;
-        let admin_password = tenantdb::password::generate();
-        let mut superuser = PgConnection::connect(&postgres.superuser_url()).await?;
-        sqlx::query(tenantdb::sql::create_admin_role(
-            &Ident::parse(ADMIN_ROLE)?,
-            &ScramVerifier::generate(&admin_password),
-        ))
-        .execute(&mut superuser)
-        .await?;
-        sqlx::query("CREATE EXTENSION pg_stat_statements")
-            .execute(&mut superuser)
-            .await?;
-        servers.push(Server {
-            name: format!("fleet-{label}"),
-            namespace: format!("fleet-{label}"),
-            postmaster: postmaster_pid(&postgres)?,
-            admin_url: postgres.url(ADMIN_ROLE, &admin_password, "postgres"),
-            admin_password,
-            superuser,
-            postgres,
-            tenants: tenants / 2 + usize::from(i == 0 && tenants % 2 == 1),
-        });
-    }
+    let mut servers = start_servers(ADMIN_ROLE, tenants).await?;
 
     // Both servers at once, a batch at a time each.
     let batches = futures::future::try_join_all(servers.iter().map(|server| async move {
