@@ -37,7 +37,7 @@ impl Default for HealthPolicy {
             interval: Duration::from_secs(30),
             login_interval: Duration::from_secs(300),
             login_budget_milli: 2_000,
-            size_interval: Duration::from_secs(600),
+            size_interval: Duration::from_secs(3600),
             utilization_threshold: 90,
             status_heartbeat: Duration::from_secs(300),
         }
@@ -48,6 +48,17 @@ impl HealthPolicy {
     /// Tenant logins per second, at most.
     pub fn logins_per_second(&self) -> f64 {
         self.login_budget_milli as f64 / 1000.0
+    }
+
+    /// How many of `tenants` databases' sizes one sample reads: each size
+    /// every `size_interval`, spread over the samples, with a quarter to
+    /// spare so a backlog (a restart's, every size due at once) drains. At
+    /// the defaults 53 of 5,000 a sample, where reading them all at once
+    /// (seconds of `pg_database_size` on a loaded server) made the health
+    /// query miss its deadline and the whole server look down.
+    pub fn sizes_per_sample(&self, tenants: usize) -> usize {
+        let share = tenants as f64 * self.interval.as_secs_f64() * 1.25 / self.size_interval.as_secs_f64();
+        (share.ceil() as usize).max(1)
     }
 
     /// How long logging in once as each of `tenants` takes: the login

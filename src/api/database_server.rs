@@ -141,8 +141,9 @@ pub struct HealthCheckSpec {
     #[schemars(range(min = 0.01, max = 1000.0))]
     pub logins_per_second: Option<f64>,
 
-    /// How often database sizes are read (`pg_database_size` is costly on
-    /// servers with many databases), spread over the period. Default: 10m.
+    /// How often each database's size is read (`pg_database_size` is
+    /// costly on servers with many databases), spread over the period: a
+    /// share of the tenants per health check. Default: 1h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub size_interval: Option<String>,

@@ -93,6 +93,7 @@ pub struct Metrics {
     pub server_max_connections: Family<ServerLabel, Gauge>,
     pub tenant_looks: Family<LookLabel, Counter>,
     pub tenant_logins: Family<ServerLabel, Counter>,
+    pub size_reads: Family<ServerLabel, Counter>,
     pub catalog_snapshots: Family<ServerLabel, Counter>,
 }
 
@@ -188,6 +189,11 @@ impl Default for Metrics {
             "tenant_logins",
             "Logins as tenant roles started by the health monitor, per server (bounded by spec.healthCheck.loginsPerSecond)",
         );
+        let size_reads: Family<ServerLabel, Counter> = register(
+            &mut registry,
+            "database_size_reads",
+            "Tenant database sizes read by the health monitor, per server (a share per sample, each every spec.healthCheck.sizeInterval)",
+        );
         Self {
             registry,
             reconciliations,
@@ -206,6 +212,7 @@ impl Default for Metrics {
             server_max_connections,
             tenant_looks,
             tenant_logins,
+            size_reads,
             catalog_snapshots,
         }
     }

@@ -70,6 +70,13 @@ impl LoginBudget {
     }
 }
 
+/// The first `count` of `due` (whether it was done before, when it fell
+/// due, what) — the never done first, then the longest overdue.
+fn most_due<T>(mut due: Vec<(bool, Instant, T)>, count: usize) -> impl Iterator<Item = T> {
+    due.sort_by_key(|(done_before, since, _)| (*done_before, *since));
+    due.into_iter().take(count).map(|(_, _, item)| item)
+}
+
 /// What a tenant logs in with: its role and the version of its connection
 /// Secret (no password is kept or hashed). A change makes the tenant due
 /// for a login at once.
@@ -312,14 +319,15 @@ async fn check_server(
 
     // Who is due for a size and a login, first times staggered over the
     // period; the logins then within the server's budget, most urgent
-    // first.
+    // first; the sizes a share per sample, never read first, then the
+    // longest overdue.
     let (mut sizes, mut logins) = (Vec::new(), Vec::new());
     {
         let mut book = ctx.health.lock_tenants();
         let mut due = Vec::new();
+        let mut sizes_due = Vec::new();
         for (position, tenant) in tenants.iter().enumerate() {
             let status = tenant.status.as_ref().expect("filtered on status");
-            let database = status.database_name.clone().unwrap_or_default();
             // A tenant no login has vouched for yet (just provisioned, or
             // its last login failed) is logged in to at once; the others'
             // first logins are spread over the whole login interval: a
@@ -339,8 +347,7 @@ async fn check_server(
             });
             record.server = name.to_owned();
             if record.next_size <= now {
-                sizes.push(database.clone());
-                record.next_size = now + policy.size_interval;
+                sizes_due.push((record.health.size_bytes.is_some(), record.next_size, position));
             }
             let identity = identity(stores, tenant);
             let changed = record.identity.is_some() && identity.is_some() && record.identity != identity;
@@ -350,6 +357,14 @@ async fn check_server(
                 let urgent = changed || record.health.login.as_ref().map_or(!vouched, |l| !l.ok);
                 due.push((!urgent, record.next_login, position, identity));
             }
+        }
+        for position in most_due(sizes_due, policy.sizes_per_sample(tenants.len())) {
+            let tenant = &tenants[position];
+            if let Some(record) = book.get_mut(&key(tenant)) {
+                record.next_size = now + policy.size_interval;
+            }
+            let status = tenant.status.as_ref().expect("filtered on status");
+            sizes.push(status.database_name.clone().unwrap_or_default());
         }
         due.sort_by_key(|(not_urgent, next_login, ..)| (*not_urgent, *next_login));
         let granted = budget.take(policy, now, due.len());
@@ -370,6 +385,14 @@ async fn check_server(
                 server: name.to_owned(),
             })
             .inc_by(logins.len() as u64);
+    }
+    if !sizes.is_empty() {
+        ctx.metrics
+            .size_reads
+            .get_or_create(&ServerLabel {
+                server: name.to_owned(),
+            })
+            .inc_by(sizes.len() as u64);
     }
     let databases: Vec<String> = tenants
         .iter()
@@ -611,6 +634,43 @@ mod tests {
         let p = policy(30_000, 2.0);
         assert_eq!(p.login_rotation(100), p.login_interval);
         assert_eq!(p.login_rotation(10_000), Duration::from_secs(5000));
+    }
+
+    #[test]
+    fn sizes_are_read_a_share_per_sample_never_read_first() {
+        let p = HealthPolicy::default();
+        assert_eq!(p.sizes_per_sample(5_000), 53);
+        assert_eq!(p.sizes_per_sample(3), 1);
+        // A restart: all 5,000 due at once are read within one size
+        // interval, none twice.
+        let start = Instant::now();
+        let mut next = vec![start; 5_000];
+        let mut read = vec![0; 5_000];
+        let samples = (p.size_interval.as_secs() / p.interval.as_secs()) as u32;
+        for i in 0..samples {
+            let now = start + p.interval * i;
+            let due = (0..next.len())
+                .filter(|&t| next[t] <= now)
+                .map(|t| (read[t] > 0, next[t], t))
+                .collect();
+            for t in most_due(due, p.sizes_per_sample(5_000)) {
+                read[t] += 1;
+                next[t] = now + p.size_interval;
+            }
+        }
+        assert!(
+            read.iter().all(|&n| n == 1),
+            "{:?}",
+            read.iter().filter(|&&n| n != 1).count()
+        );
+        // Never read first, then the longest overdue.
+        let later = start + Duration::from_secs(5);
+        let due = vec![
+            (true, later, "late"),
+            (true, start, "oldest"),
+            (false, later, "new"),
+        ];
+        assert_eq!(most_due(due, 2).collect::<Vec<_>>(), ["new", "oldest"]);
     }
 
     #[test]
