@@ -877,14 +877,7 @@ async fn an_unreachable_server_is_one_problem_that_says_what_failed() {
 /// same for 5 tenants as for 50.
 #[tokio::test]
 async fn planning_5_or_50_tenants_costs_the_same_statements() {
-    let (postgres, admin) =
-        support::fixtures::own_postgres_with("plan_admin", &["shared_preload_libraries=pg_stat_statements"])
-            .await;
-    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
-    sqlx::query("CREATE EXTENSION pg_stat_statements")
-        .execute(&mut superuser)
-        .await
-        .unwrap();
+    let (_postgres, admin, mut superuser) = support::fixtures::own_counting_postgres("plan_admin").await;
     let dir = std::env::temp_dir().join(format!("tenantdb-cli-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("manifests")).unwrap();
@@ -903,10 +896,7 @@ async fn planning_5_or_50_tenants_costs_the_same_statements() {
 
     // The statements the admin role ran for one up-to-date plan.
     let plan_costs = async |superuser: &mut PgConnection| -> Vec<(String, i64)> {
-        sqlx::query("SELECT pg_stat_statements_reset()")
-            .execute(&mut *superuser)
-            .await
-            .unwrap();
+        support::fixtures::reset_statements(superuser).await;
         let plan = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
         assert_eq!(
             plan.status.code(),
@@ -914,14 +904,10 @@ async fn planning_5_or_50_tenants_costs_the_same_statements() {
             "{}",
             text(&plan.stdout) + &text(&plan.stderr)
         );
-        sqlx::query_as(
-            "SELECT s.query, s.calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
-              WHERE r.rolname = $1 ORDER BY s.query",
-        )
-        .bind(&admin.user)
-        .fetch_all(&mut *superuser)
-        .await
-        .unwrap()
+        support::fixtures::admin_statements(superuser, &admin.user)
+            .await
+            .into_iter()
+            .collect()
     };
     let mut costs = Vec::new();
     for count in [5, 50] {

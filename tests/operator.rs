@@ -16,7 +16,8 @@ use sqlx::{Connection, PgConnection};
 use support::cluster::{TempDir, TestCluster};
 use support::database_exists;
 use support::fixtures::{
-    add_server, add_server_with, add_tenant, condition, own_postgres, own_postgres_with,
+    add_server, add_server_with, add_tenant, admin_statements, condition, own_counting_postgres,
+    own_postgres, own_postgres_with, reset_statements,
 };
 use tenantdb::api::TenantDatabase;
 use tenantdb::operator;
@@ -1790,10 +1791,7 @@ async fn two_hundred_quiet_tenants_cost_one_query_per_interval_and_no_writes() {
     // The API window encloses the SQL one (reading kube-apiserver's
     // /metrics takes a moment), which only makes "no writes" stricter.
     let before = cluster.request_counts().await;
-    sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&mut superuser)
-        .await
-        .unwrap();
+    reset_statements(&mut superuser).await;
     let window = Instant::now();
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     let statements: Vec<(String, i64)> =
@@ -2545,20 +2543,6 @@ async fn kubectl_describe_shows_the_tenants_events() {
     );
 }
 
-/// The statements `admin` ran since the last reset, by text.
-async fn admin_statements(superuser: &mut PgConnection, admin: &str) -> BTreeMap<String, i64> {
-    sqlx::query_as::<_, (String, i64)>(
-        "SELECT s.query, s.calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
-          WHERE r.rolname = $1",
-    )
-    .bind(admin)
-    .fetch_all(&mut *superuser)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect()
-}
-
 /// A quiet resync reads each server's catalog once per resync period for
 /// all its tenants: a server with 50 tenants sees the same statements as
 /// one with 5 — the health query and one catalog snapshot per period — and
@@ -2570,16 +2554,7 @@ async fn a_quiet_resync_costs_a_server_of_50_tenants_what_it_costs_one_of_5() {
     let resync = Duration::from_secs(3);
     let mut servers = Vec::new();
     for (label, count) in [("few", 5), ("many", 50)] {
-        let (postgres, admin) = own_postgres_with(
-            &format!("{label}_admin"),
-            &["shared_preload_libraries=pg_stat_statements"],
-        )
-        .await;
-        let mut superuser = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
-        sqlx::query("CREATE EXTENSION pg_stat_statements")
-            .execute(&mut superuser)
-            .await
-            .unwrap();
+        let (postgres, admin, superuser) = own_counting_postgres(&format!("{label}_admin")).await;
         let name = server_name(label);
         add_server_with(&cluster, &name, &admin, quick_health()).await;
         servers.push((postgres, admin, superuser, name, count));
@@ -2608,10 +2583,7 @@ async fn a_quiet_resync_costs_a_server_of_50_tenants_what_it_costs_one_of_5() {
         .await;
     let before = cluster.request_counts().await;
     for (_, _, superuser, _, _) in servers.iter_mut() {
-        sqlx::query("SELECT pg_stat_statements_reset()")
-            .execute(&mut *superuser)
-            .await
-            .unwrap();
+        reset_statements(superuser).await;
     }
     // Four resync periods: every tenant comes due three or four times.
     let window = resync * 4;

@@ -2,6 +2,8 @@
 //! PostgreSQL of a test's own with tenantdb's admin role, DatabaseServers
 //! and TenantDatabases created as a user would.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -38,6 +40,41 @@ pub async fn own_postgres_with(role: &str, settings: &[&str]) -> (ThrowawayPostg
         port: postgres.port(),
     };
     (postgres, admin)
+}
+
+/// A PostgreSQL of the test's own that counts statements
+/// (pg_stat_statements), with an admin role, and a superuser connection
+/// to read the counts with ([`admin_statements`]).
+pub async fn own_counting_postgres(role: &str) -> (ThrowawayPostgres, AdminLogin, PgConnection) {
+    let (postgres, admin) = own_postgres_with(role, &["shared_preload_libraries=pg_stat_statements"]).await;
+    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&mut superuser)
+        .await
+        .unwrap();
+    (postgres, admin, superuser)
+}
+
+/// Forgets the statements counted so far.
+pub async fn reset_statements(superuser: &mut PgConnection) {
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&mut *superuser)
+        .await
+        .unwrap();
+}
+
+/// The statements role `admin` ran since the last reset: text → calls.
+pub async fn admin_statements(superuser: &mut PgConnection, admin: &str) -> BTreeMap<String, i64> {
+    sqlx::query_as::<_, (String, i64)>(
+        "SELECT s.query, s.calls FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+          WHERE r.rolname = $1",
+    )
+    .bind(admin)
+    .fetch_all(&mut *superuser)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 /// A DatabaseServer (named `name`) with its admin Secret, for `admin`'s server.
