@@ -10,11 +10,14 @@
 //!    waited for until Ready; each batch's wall clock and PostgreSQL CPU
 //!    per server show how the cost per tenant grows with the number of
 //!    databases. While provisioning, the servers' `healthCheck` lets 20
-//!    logins a second, reads sizes every minute and refreshes status every
-//!    minute, so that every tenant's first login — and its size after that
-//!    login — is in its status before the quiet window.
+//!    logins a second, reads each size every 3 minutes and writes numbers
+//!    that moved after a minute, so that every tenant's first login — and
+//!    its size after that login (its first session writes a file into the
+//!    database) — is in its status before the quiet window: once all are
+//!    Ready with a login, the benchmark waits those 4 minutes and a minute
+//!    with no API writes.
 //! 2. **The quiet fleet**: the servers' `healthCheck` back to the defaults
-//!    (2 logins a second, 30 s health query, 5-minute logins, 10-minute
+//!    (2 logins a second, 30 s health query, 5-minute logins, hourly
 //!    sizes, 5-minute heartbeat; the operator's 5-minute resync); once a
 //!    minute passes with no API writes, a window of one resync period plus
 //!    the servers' reported login rotation is measured: the operator's API
@@ -23,7 +26,8 @@
 //!    30 s against the budget), sessions opened in tenant databases, and
 //!    each server's PostgreSQL CPU; then, with the operator stopped, each
 //!    server's idle CPU over 5 minutes (or the window, if shorter), so what
-//!    tenantdb costs is the difference.
+//!    tenantdb costs is the difference — reported per server per hour, by
+//!    cause (health query, resync, logins).
 //!
 //! I/O: PostgreSQL, the control plane, the `tenantdb` binary as a child
 //! process, a temporary directory, /proc.
@@ -113,12 +117,36 @@ struct QuietServer {
     /// The most a slice may hold: the budget over the slice plus the
     /// bucket's burst (one health interval's worth).
     logins_allowed_per_slice: f64,
+    /// Execution time of the admin statements, by cause, in milliseconds.
+    health_query_ms: f64,
+    catalog_snapshot_ms: f64,
+    other_admin_ms: f64,
     /// Sessions opened in tenant databases, by anyone.
     tenant_database_sessions: i64,
+    /// Sessions opened in the `postgres` database: the admin role's pools.
+    admin_connections: i64,
     postgres_cpu_seconds: f64,
     postgres_idle_cpu_seconds_per_window: f64,
     /// PostgreSQL CPU beyond idle, as a percentage of one core.
     tenantdb_cpu_percent_of_a_core: f64,
+    /// The whole server's cost per hour of a quiet fleet, by cause.
+    per_hour: PerHour,
+}
+
+/// One server's cost per hour. CPU beyond idle is split by cause: the
+/// health query and the resync (catalog snapshots and the rest of the
+/// admin statements) by their execution time, the remainder — session
+/// start (fork, SCRAM), `SELECT 1`, session end — to the logins.
+#[derive(Serialize, Default)]
+struct PerHour {
+    health_queries: f64,
+    resync_statements: f64,
+    logins: f64,
+    connections_opened: f64,
+    postgres_cpu_seconds: f64,
+    health_cpu_seconds: f64,
+    resync_cpu_seconds: f64,
+    login_cpu_seconds: f64,
 }
 
 pub async fn run(
@@ -142,7 +170,7 @@ pub async fn run(
     .await?;
     let client = client_of(&plane.admin_kubeconfig).await?;
     add_namespace(&client, "ops").await?;
-    let provisioning_health = json!({"loginsPerSecond": 20, "sizeInterval": "1m", "statusHeartbeat": "1m"});
+    let provisioning_health = json!({"loginsPerSecond": 20, "sizeInterval": "3m", "statusHeartbeat": "1m"});
     for server in &servers {
         add_namespace(&client, &server.namespace).await?;
         add_server(&client, server, provisioning_health.clone()).await?;
@@ -177,6 +205,10 @@ pub async fn run(
         )
         .await?;
     }
+
+    eprintln!("every tenant Ready with a login; their sizes after the login…");
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    wait_for_a_quiet_minute(&plane).await?;
 
     // 2. The quiet fleet, at the defaults.
     eprintln!("back to the default health settings; waiting for a quiet minute…");
@@ -217,7 +249,7 @@ pub async fn run(
     let mut sessions_before = Vec::new();
     let mut cpu_before = Vec::new();
     for server in servers.iter_mut() {
-        sessions_before.push(tenant_sessions(&mut server.superuser).await?);
+        sessions_before.push(sessions(&mut server.superuser).await?);
         cpu_before.push(cpu_now(server.postmaster, operator.id(), &kubernetes));
     }
     let window_started = tokio::time::Instant::now();
@@ -242,39 +274,47 @@ pub async fn run(
     let requests = difference(&plane.audited_requests(), &requests_before);
     let mut quiet_servers = Vec::new();
     for (i, server) in servers.iter_mut().enumerate() {
-        let statements: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT query, calls FROM pg_stat_statements WHERE userid = $1 ORDER BY calls DESC",
+        let statements: Vec<(String, i64, f64)> = sqlx::query_as(
+            "SELECT query, calls, total_exec_time FROM pg_stat_statements WHERE userid = $1 ORDER BY calls DESC",
         )
         .bind(admin_oids[i])
         .fetch_all(&mut server.superuser)
         .await?;
         let health = |q: &str| q.trim_start().starts_with("WITH activity AS");
         let snapshot = |q: &str| q.contains("WITH ORDINALITY");
+        let other = |q: &str| !health(q) && !snapshot(q);
         let count =
-            |f: &dyn Fn(&str) -> bool| statements.iter().filter(|(q, _)| f(q)).map(|s| s.1).sum::<i64>();
-        let health_queries = count(&health);
-        let catalog_snapshots = count(&snapshot);
-        let other = count(&|q: &str| !health(q) && !snapshot(q));
-        let sessions = tenant_sessions(&mut server.superuser).await? - sessions_before[i];
+            |f: &dyn Fn(&str) -> bool| statements.iter().filter(|s| f(&s.0)).map(|s| s.1).sum::<i64>();
+        let ms = |f: &dyn Fn(&str) -> bool| statements.iter().filter(|s| f(&s.0)).map(|s| s.2).sum::<f64>();
+        let (tenant_sessions, admin_sessions) = sessions(&mut server.superuser).await?;
+        let (tenant_sessions, admin_sessions) = (
+            tenant_sessions - sessions_before[i].0,
+            admin_sessions - sessions_before[i].1,
+        );
         let budget = defaults.logins_per_second();
         quiet_servers.push(QuietServer {
             server: server.name.clone(),
             tenants: server.tenants,
             login_rotation_seconds: rotations[i],
             logins_per_second_budget: budget,
-            admin_statements: statements.iter().map(|(q, c)| (first_words(q), *c)).collect(),
-            health_queries,
-            catalog_snapshots,
-            other_admin_statements: other,
+            admin_statements: statements.iter().map(|(q, c, _)| (first_words(q), *c)).collect(),
+            health_queries: count(&health),
+            catalog_snapshots: count(&snapshot),
+            other_admin_statements: count(&other),
+            health_query_ms: round(ms(&health)),
+            catalog_snapshot_ms: round(ms(&snapshot)),
+            other_admin_ms: round(ms(&other)),
             logins: slices[i].iter().sum(),
             logins_per_slice: slices[i].clone(),
             logins_allowed_per_slice: round(
                 budget * SLICE.as_secs_f64() + budget * defaults.interval.as_secs_f64(),
             ),
-            tenant_database_sessions: sessions,
+            tenant_database_sessions: tenant_sessions,
+            admin_connections: admin_sessions,
             postgres_cpu_seconds: round(cpu_after[i].postgres - cpu_before[i].postgres),
             postgres_idle_cpu_seconds_per_window: 0.0,
             tenantdb_cpu_percent_of_a_core: 0.0,
+            per_hour: PerHour::default(),
         });
     }
     let operator_cpu_seconds = round(cpu_after[0].operator - cpu_before[0].operator);
@@ -298,8 +338,21 @@ pub async fn run(
         let idle_per_window = idle * window.as_secs_f64() / idle_window.as_secs_f64();
         let quiet = &mut quiet_servers[i];
         quiet.postgres_idle_cpu_seconds_per_window = round(idle_per_window);
-        quiet.tenantdb_cpu_percent_of_a_core =
-            round((quiet.postgres_cpu_seconds - idle_per_window).max(0.0) / window.as_secs_f64() * 100.0);
+        let busy = (quiet.postgres_cpu_seconds - idle_per_window).max(0.0);
+        quiet.tenantdb_cpu_percent_of_a_core = round(busy / window.as_secs_f64() * 100.0);
+        let hourly = |value: f64| round(value * 3600.0 / window.as_secs_f64());
+        let health_cpu = quiet.health_query_ms / 1000.0;
+        let resync_cpu = (quiet.catalog_snapshot_ms + quiet.other_admin_ms) / 1000.0;
+        quiet.per_hour = PerHour {
+            health_queries: hourly(quiet.health_queries as f64),
+            resync_statements: hourly((quiet.catalog_snapshots + quiet.other_admin_statements) as f64),
+            logins: hourly(quiet.logins as f64),
+            connections_opened: hourly((quiet.tenant_database_sessions + quiet.admin_connections) as f64),
+            postgres_cpu_seconds: hourly(busy),
+            health_cpu_seconds: hourly(health_cpu),
+            resync_cpu_seconds: hourly(resync_cpu),
+            login_cpu_seconds: hourly((busy - health_cpu - resync_cpu).max(0.0)),
+        };
     }
 
     let report = Report {
@@ -455,11 +508,13 @@ async fn tenant_logins(
     .await?)
 }
 
-/// Sessions opened so far in the tenants' databases.
-async fn tenant_sessions(superuser: &mut PgConnection) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT coalesce(sum(sessions), 0)::int8 FROM pg_stat_database
-          WHERE datname IS NOT NULL AND datname NOT IN ('postgres', 'template0', 'template1')",
+/// Sessions opened so far in the tenants' databases, and in `postgres`
+/// (where the admin role's pools connect).
+async fn sessions(superuser: &mut PgConnection) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(sum(sessions) FILTER (WHERE datname NOT IN ('postgres', 'template0', 'template1')), 0)::int8,
+                coalesce(sum(sessions) FILTER (WHERE datname = 'postgres'), 0)::int8
+           FROM pg_stat_database WHERE datname IS NOT NULL",
     )
     .fetch_one(superuser)
     .await?)
@@ -517,6 +572,19 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
             s.tenantdb_cpu_percent_of_a_core
         );
         println!("    admin statements: {:?}", s.admin_statements);
+        let h = &s.per_hour;
+        println!(
+            "    per hour: {} health queries, {} resync statements, {} logins, {} connections opened; \
+             PostgreSQL CPU {:.1} s (health {:.1}, resync {:.1}, logins {:.1})",
+            h.health_queries,
+            h.resync_statements,
+            h.logins,
+            h.connections_opened,
+            h.postgres_cpu_seconds,
+            h.health_cpu_seconds,
+            h.resync_cpu_seconds,
+            h.login_cpu_seconds
+        );
     }
     Ok(())
 }
