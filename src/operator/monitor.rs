@@ -29,6 +29,10 @@ use crate::health::{self, HealthPolicy, TenantHealth};
 /// Logins run at once per server.
 const LOGIN_CONCURRENCY: usize = 4;
 
+/// Sizes of new tenants (none in their status yet) read per sample on top
+/// of the share: a burst of new tenants shows its sizes within minutes.
+const NEW_SIZES_PER_SAMPLE: usize = 100;
+
 struct TenantRecord {
     health: TenantHealth,
     server: String,
@@ -347,7 +351,11 @@ async fn check_server(
             });
             record.server = name.to_owned();
             if record.next_size <= now {
-                sizes_due.push((record.health.size_bytes.is_some(), record.next_size, position));
+                // Never read: no size in status either (a restart reads
+                // again only its share).
+                let sized = record.health.size_bytes.is_some()
+                    || status.health.as_ref().is_some_and(|h| h.size_bytes.is_some());
+                sizes_due.push((sized, record.next_size, position));
             }
             let identity = identity(stores, tenant);
             let changed = record.identity.is_some() && identity.is_some() && record.identity != identity;
@@ -358,7 +366,9 @@ async fn check_server(
                 due.push((!urgent, record.next_login, position, identity));
             }
         }
-        for position in most_due(sizes_due, policy.sizes_per_sample(tenants.len())) {
+        let new = sizes_due.iter().filter(|(sized, ..)| !sized).count();
+        let share = policy.sizes_per_sample(tenants.len()) + new.min(NEW_SIZES_PER_SAMPLE);
+        for position in most_due(sizes_due, share) {
             let tenant = &tenants[position];
             if let Some(record) = book.get_mut(&key(tenant)) {
                 record.next_size = now + policy.size_interval;
