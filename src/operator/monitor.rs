@@ -388,21 +388,16 @@ async fn check_server(
             logins.push(tenant.clone());
         }
     }
-    if !logins.is_empty() {
-        ctx.metrics
-            .tenant_logins
-            .get_or_create(&ServerLabel {
-                server: name.to_owned(),
-            })
-            .inc_by(logins.len() as u64);
-    }
-    if !sizes.is_empty() {
-        ctx.metrics
-            .size_reads
-            .get_or_create(&ServerLabel {
-                server: name.to_owned(),
-            })
-            .inc_by(sizes.len() as u64);
+    let label = ServerLabel {
+        server: name.to_owned(),
+    };
+    for (counter, count) in [
+        (&ctx.metrics.tenant_logins, logins.len()),
+        (&ctx.metrics.size_reads, sizes.len()),
+    ] {
+        if count > 0 {
+            counter.get_or_create(&label).inc_by(count as u64);
+        }
     }
     let databases: Vec<String> = tenants
         .iter()

@@ -278,6 +278,29 @@ pub(crate) fn cpu_now(postmaster: u32, operator: Option<u32>, kubernetes: &[u32]
     }
 }
 
+/// A throwaway PostgreSQL started with `settings` (which load
+/// pg_stat_statements), the extension created, and an admin role
+/// `admin_role` made as tenantdb's documentation says: the server, a
+/// superuser connection and the admin role's password.
+pub(crate) async fn counting_postgres(
+    admin_role: &str,
+    settings: &'static [&'static str],
+) -> anyhow::Result<(ThrowawayPostgres, PgConnection, String)> {
+    let postgres = tokio::task::spawn_blocking(move || ThrowawayPostgres::start_with(settings)).await??;
+    let admin_password = tenantdb::password::generate();
+    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await?;
+    sqlx::query(tenantdb::sql::create_admin_role(
+        &Ident::parse(admin_role)?,
+        &ScramVerifier::generate(&admin_password),
+    ))
+    .execute(&mut superuser)
+    .await?;
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&mut superuser)
+        .await?;
+    Ok((postgres, superuser, admin_password))
+}
+
 /// Field `index` (counted after the command name) of a /proc stat line.
 fn stat_field(stat: &str, index: usize) -> Option<u32> {
     stat.rsplit_once(')')
@@ -430,27 +453,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let exe = tenantdb_binary()?;
     let work = tempdir("tenantdb-bench")?;
     eprintln!("starting a throwaway PostgreSQL…");
-    let postgres = tokio::task::spawn_blocking(|| {
-        // Autovacuum off: its work grows with the number of databases and
-        // would tax whichever run comes later.
-        ThrowawayPostgres::start_with(&[
+    // Autovacuum off: its work grows with the number of databases and
+    // would tax whichever run comes later.
+    let (postgres, mut superuser, admin_password) = counting_postgres(
+        ADMIN_ROLE,
+        &[
             "shared_preload_libraries=pg_stat_statements",
             "max_connections=500",
             "autovacuum=off",
-        ])
-    })
-    .await??;
-    let admin_password = tenantdb::password::generate();
-    let mut superuser = PgConnection::connect(&postgres.superuser_url()).await?;
-    sqlx::query(tenantdb::sql::create_admin_role(
-        &Ident::parse(ADMIN_ROLE)?,
-        &ScramVerifier::generate(&admin_password),
-    ))
-    .execute(&mut superuser)
+        ],
+    )
     .await?;
-    sqlx::query("CREATE EXTENSION pg_stat_statements")
-        .execute(&mut superuser)
-        .await?;
     let postgres_version: String = sqlx::query_scalar("SELECT current_setting('server_version')")
         .fetch_one(&mut superuser)
         .await?;

@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use anyhow::bail;
 use serde::Serialize;
-use sqlx::{Connection, PgConnection};
-use tenantdb::sql::{Ident, ScramVerifier};
+use sqlx::PgConnection;
 use tenantdb::throwaway::ThrowawayPostgres;
 
-use crate::bench::{cpu_now, floor_range, postmaster_pid, tempdir, tenant, tenantdb_binary};
+use crate::bench::{
+    counting_postgres, cpu_now, floor_range, postmaster_pid, tempdir, tenant, tenantdb_binary,
+};
 
 const ADMIN_ROLE: &str = "tenantdb_plan_admin";
 const BATCH: usize = 1000;
@@ -45,26 +46,16 @@ pub(crate) async fn start_servers(admin_role: &str, tenants: usize) -> anyhow::R
     let mut servers = Vec::new();
     for (i, label) in ["a", "b"].into_iter().enumerate() {
         eprintln!("starting throwaway PostgreSQL {label}…");
-        let postgres = tokio::task::spawn_blocking(|| {
-            ThrowawayPostgres::start_with(&[
+        let (postgres, superuser, admin_password) = counting_postgres(
+            admin_role,
+            &[
                 "shared_preload_libraries=pg_stat_statements",
                 "pg_stat_statements.max=20000",
                 "max_connections=200",
                 "autovacuum=off",
-            ])
-        })
-        .await??;
-        let admin_password = tenantdb::password::generate();
-        let mut superuser = PgConnection::connect(&postgres.superuser_url()).await?;
-        sqlx::query(tenantdb::sql::create_admin_role(
-            &Ident::parse(admin_role)?,
-            &ScramVerifier::generate(&admin_password),
-        ))
-        .execute(&mut superuser)
+            ],
+        )
         .await?;
-        sqlx::query("CREATE EXTENSION pg_stat_statements")
-            .execute(&mut superuser)
-            .await?;
         servers.push(Server {
             name: format!("fleet-{label}"),
             namespace: format!("fleet-{label}"),
