@@ -39,7 +39,15 @@ fi
 
 image=$(mktemp "$image_dir/tenantdb-fleet-XXXXXX.img")
 mount_point=$(mktemp -d /tmp/tenantdb-fleet-XXXXXX)
+log_dir=${FLEET_LOG_DIR:-/var/tmp}
 cleanup() {
+  # The operator's log of a run that failed (the benchmark removes it
+  # only after a run that completes), kept for the post-mortem.
+  for log in "$mount_point"/tenantdb-*/operator.log; do
+    [[ -f $log ]] || continue
+    kept="$log_dir/tenantdb-fleet-operator-$(date +%Y%m%dT%H%M%S).log"
+    cp "$log" "$kept" && echo "bench-fleet: the operator's log is kept in $kept" >&2
+  done
   umount "$mount_point" 2>/dev/null || umount -l "$mount_point" 2>/dev/null || true
   rmdir "$mount_point" 2>/dev/null || true
   rm -f "$image"
