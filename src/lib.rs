@@ -5,6 +5,7 @@
 pub mod admin_access;
 pub mod admin_session;
 pub mod api;
+pub mod cache;
 pub mod connection_secret;
 pub mod db_error;
 pub mod fault;

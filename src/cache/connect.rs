@@ -1,0 +1,57 @@
+//! Connections to a Redis server, as its admin user or as a tenant, each
+//! with a connect and a response deadline. Only opens connections: what is
+//! sent over them is in `observe` and `apply`.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+};
+
+use super::error::CacheError;
+
+/// Where a Redis server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// The CacheServer's name, for messages.
+    pub server: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// How long connecting and each reply may take.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+/// A client for `address` that logs in as `user` with `password`. The
+/// password goes into the handshake only; no error or log line carries it.
+pub fn client(address: &Address, user: &str, password: &str) -> Result<Client, CacheError> {
+    let info: ConnectionInfo = ConnectionAddr::Tcp(address.host.clone(), address.port)
+        .into_connection_info()
+        .map_err(|e| CacheError::redis(&address.server, "connect", e))?
+        .set_redis_settings(
+            RedisConnectionInfo::default()
+                .set_username(user)
+                .set_password(password)
+                // `CLIENT SETINFO` is not on a tenant's command list.
+                .set_skip_set_lib_name(),
+        );
+    Client::open(info).map_err(|e| CacheError::redis(&address.server, "connect", e))
+}
+
+/// A connection to `address` logged in as `user` with `password`, with
+/// [`DEADLINE`] for connecting and for every reply.
+pub async fn connect(
+    address: &Address,
+    user: &str,
+    password: &str,
+) -> Result<MultiplexedConnection, CacheError> {
+    let client = client(address, user, password)?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(DEADLINE))
+        .set_response_timeout(Some(DEADLINE));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| CacheError::redis(&address.server, &format!("log in as {user}"), e))
+}

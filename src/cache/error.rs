@@ -1,0 +1,36 @@
+//! Errors of the cache pipeline, naming the server and what was being done.
+//! No variant carries a password: connections are built from parts, never
+//! from a URL holding one, so the client's errors cannot echo it.
+
+/// A cache operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Redis refused or could not be reached.
+    #[error("cache server {server}: {operation}: {cause}")]
+    Redis {
+        server: String,
+        operation: String,
+        cause: String,
+        /// Whether retrying can help (the server down, a timeout).
+        transient: bool,
+    },
+    /// The server cannot host tenants as tenantdb provisions them.
+    #[error("cache server {server}: {reason}")]
+    Unsupported { server: String, reason: String },
+}
+
+impl CacheError {
+    pub fn redis(server: &str, operation: &str, cause: redis::RedisError) -> Self {
+        let transient = cause.is_io_error() || cause.is_timeout() || cause.is_connection_refusal();
+        CacheError::Redis {
+            server: server.to_owned(),
+            operation: operation.to_owned(),
+            cause: cause.to_string(),
+            transient,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CacheError::Redis { transient: true, .. })
+    }
+}
