@@ -266,8 +266,10 @@ async fn admin_sessions_run_pinned_whatever_the_database_says() {
             .username(&unpinned.user)
             .password(&unpinned.password)
             .database(database)
-            // Only so that the control session lives long enough to answer.
-            .options([("idle_session_timeout", "0")]),
+            // Only so that the control session lives long enough to answer
+            // (the tenant's 1 ms statement_timeout cancels even the
+            // connection's own first statements on a busy machine).
+            .options([("idle_session_timeout", "0"), ("statement_timeout", "0")]),
     )
     .await
     .unwrap();
