@@ -36,7 +36,7 @@ impl Default for HealthPolicy {
         Self {
             interval: Duration::from_secs(30),
             login_interval: Duration::from_secs(300),
-            login_budget_milli: 2_000,
+            login_budget_milli: 1_000,
             size_interval: Duration::from_secs(3600),
             utilization_threshold: 90,
             status_heartbeat: Duration::from_secs(300),
@@ -113,6 +113,10 @@ pub struct DatabaseSample {
     pub idle_in_transaction: i32,
     /// `pg_database_size`, when it was asked for.
     pub size_bytes: Option<i64>,
+    /// Rows inserted, updated and deleted in the database (its catalogs
+    /// included) since its statistics were reset: a database whose count
+    /// did not move has not changed size enough to read it again.
+    pub writes: i64,
 }
 
 /// One server's picture, from one query.
@@ -151,7 +155,9 @@ WITH activity AS (
            -- not granted to itself yet) has no size this time: an error here
            -- would fail the sample of the whole server.
            CASE WHEN d.datname = ANY($2) AND has_database_privilege(d.oid, 'CONNECT')
-                THEN pg_database_size(d.oid) END AS size_bytes
+                THEN pg_database_size(d.oid) END AS size_bytes,
+           coalesce(pg_stat_get_db_tuples_inserted(d.oid) + pg_stat_get_db_tuples_updated(d.oid)
+                    + pg_stat_get_db_tuples_deleted(d.oid), 0)::int8 AS writes
       FROM pg_database d LEFT JOIN activity a ON a.datname = d.datname
      WHERE d.datname = ANY($1)
 )
@@ -190,6 +196,7 @@ pub async fn sample_server(
                 idle: row.try_get("idle")?,
                 idle_in_transaction: row.try_get("idle_in_transaction")?,
                 size_bytes: row.try_get("size_bytes")?,
+                writes: row.try_get("writes")?,
             },
         );
     }
@@ -456,7 +463,7 @@ fn latency_bucket(ms: f64) -> usize {
 /// the boundary (so a latency hovering at a boundary does not flap): up
 /// only when even a third less would be in a higher bucket than `old`'s,
 /// down only when even half more would be in a lower one.
-fn latency_moved(old: Option<i64>, new: Option<i64>) -> bool {
+pub fn latency_moved(old: Option<i64>, new: Option<i64>) -> bool {
     match (old, new) {
         (Some(old), Some(new)) => {
             let (old, new) = (old as f64, new as f64);

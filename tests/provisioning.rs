@@ -588,3 +588,53 @@ async fn a_database_the_admin_cannot_connect_to_does_not_fail_the_server_sample(
     );
     superuser_exec(&format!("DROP DATABASE {database}")).await;
 }
+
+/// The health monitor re-reads a database's size only when its write count
+/// moved (or once a day): reading a size walks the database's files, and a
+/// quiet fleet of 10,000 tenants would otherwise pay that for each of them
+/// every hour. The count must stay put for a tenant's health login and
+/// move for its rows. Each step's statistics are flushed before the next
+/// (`pg_stat_force_next_flush()`, then one more statement: the flush runs
+/// before the backend reports itself ready).
+#[tokio::test]
+async fn a_database_write_count_moves_with_its_rows_and_not_with_logins() {
+    let h = Harness::new().await;
+    let database = "write_count_db";
+    superuser_exec(&format!("DROP DATABASE IF EXISTS {database}")).await;
+    superuser_exec(&format!("CREATE DATABASE {database}")).await;
+    let databases = [database.to_owned()];
+    let writes = async || {
+        tenantdb::health::sample_server(&h.pool, &databases, &[])
+            .await
+            .expect("the sample stands")
+            .databases[database]
+            .writes
+    };
+    let run = async |statements: &[&str]| {
+        let mut conn = PgConnection::connect_with(&support::server_options().database(database))
+            .await
+            .unwrap();
+        for statement in statements
+            .iter()
+            .chain(&["SELECT pg_stat_force_next_flush()", "SELECT 1"])
+        {
+            sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    };
+    run(&["CREATE TABLE t (i int)"]).await;
+    let created = writes().await;
+    assert!(created > 0, "creating a table writes catalog rows: {created}");
+    run(&["SELECT 1"]).await;
+    assert_eq!(writes().await, created, "a login and SELECT 1 write nothing");
+    run(&[
+        "INSERT INTO t SELECT generate_series(1, 3)",
+        "UPDATE t SET i = 0 WHERE i = 1",
+        "DELETE FROM t WHERE i = 2",
+    ])
+    .await;
+    assert_eq!(writes().await, created + 5, "3 inserted, 1 updated, 1 deleted");
+    superuser_exec(&format!("DROP DATABASE {database} WITH (FORCE)")).await;
+}

@@ -483,7 +483,7 @@ async fn controllers(
         .run(
             server::reconcile,
             server::error_policy,
-            Arc::new((ctx.clone(), stores, Arc::new(server::LastWrites::default()))),
+            Arc::new((ctx.clone(), stores)),
         )
         .for_each(|result| async move {
             if let Err(error) = result {

@@ -1,10 +1,10 @@
 //! The `DatabaseServer` controller: log in as the admin role, and keep the
 //! server's status — reachability, version, managed databases, connection
-//! budget — written only when one of those changes (latency and connections
-//! in use ride along, refreshed at most every heartbeat).
+//! budget — written only when one of those changes, or when the admin
+//! login's latency moves to another bucket or the connections in use move
+//! by a tenth of `max_connections` (the live numbers are metrics).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -21,18 +21,11 @@ use crate::api::database_server::DatabaseServerStatus;
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::status::set_condition;
 
-/// How often a server's status is rewritten when only volatile numbers changed.
-pub const HEARTBEAT: Duration = Duration::from_secs(600);
-
-/// When each server's status was last written, for the heartbeat.
-#[derive(Default)]
-pub struct LastWrites(Mutex<HashMap<String, Instant>>);
-
 pub async fn reconcile(
     server: Arc<DatabaseServer>,
-    ctx: Arc<(Arc<Context>, Stores, Arc<LastWrites>)>,
+    ctx: Arc<(Arc<Context>, Stores)>,
 ) -> Result<Action, OperatorError> {
-    let (ctx, stores, last_writes) = (&ctx.0, &ctx.1, &ctx.2);
+    let (ctx, stores) = (&ctx.0, &ctx.1);
     let name = server.name_any();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = server.metadata.generation;
@@ -149,17 +142,7 @@ pub async fn reconcile(
     }
 
     let previous = server.status.clone().unwrap_or_default();
-    // The heartbeat clock starts when this process first sees the server, so
-    // a restart alone writes nothing.
-    let heartbeat_due = last_writes
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.clone())
-        .or_insert_with(Instant::now)
-        .elapsed()
-        >= HEARTBEAT;
-    if significant(&previous) != significant(&status) || (heartbeat_due && previous != status) {
+    if worth_writing(&previous, &status) {
         let api: Api<DatabaseServer> = Api::all(ctx.client.clone());
         let patch = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "DatabaseServer", "status": status});
         api.patch_status(
@@ -168,11 +151,6 @@ pub async fn reconcile(
             &Patch::Apply(patch),
         )
         .await?;
-        last_writes
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), Instant::now());
         ctx.metrics
             .status_writes
             .get_or_create(&ControllerLabel {
@@ -190,6 +168,25 @@ pub async fn reconcile(
     Ok(Action::requeue(ctx.resync_jittered()))
 }
 
+/// Whether `new` is news over `old`: something significant changed, the
+/// admin login's latency moved to another bucket (the tenants' buckets,
+/// half again past a boundary), or the connections in use moved by more
+/// than a tenth of `max_connections`. A quiet server's status is never
+/// rewritten just because its numbers jitter: they are metrics
+/// (`tenantdb_server_connections`).
+fn worth_writing(old: &DatabaseServerStatus, new: &DatabaseServerStatus) -> bool {
+    if significant(old) != significant(new) || crate::health::latency_moved(old.latency_ms, new.latency_ms) {
+        return true;
+    }
+    match (old.connections_in_use, new.connections_in_use) {
+        (Some(old_in_use), Some(new_in_use)) => {
+            let tenth = new.max_connections.unwrap_or(100).max(10) / 10;
+            (new_in_use - old_in_use).abs() > tenth
+        }
+        (old_in_use, new_in_use) => old_in_use.is_some() != new_in_use.is_some(),
+    }
+}
+
 /// The status without the numbers that move on every look.
 fn significant(status: &DatabaseServerStatus) -> DatabaseServerStatus {
     DatabaseServerStatus {
@@ -202,8 +199,41 @@ fn significant(status: &DatabaseServerStatus) -> DatabaseServerStatus {
 pub fn error_policy(
     server: Arc<DatabaseServer>,
     error: &OperatorError,
-    ctx: Arc<(Arc<Context>, Stores, Arc<LastWrites>)>,
+    ctx: Arc<(Arc<Context>, Stores)>,
 ) -> Action {
     tracing::warn!(server = %server.name_any(), %error, "server status failed; retrying");
     Action::requeue(ctx.0.backoff(&format!("server/{}", server.name_any())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(latency_ms: i64, in_use: i32) -> DatabaseServerStatus {
+        DatabaseServerStatus {
+            latency_ms: Some(latency_ms),
+            connections_in_use: Some(in_use),
+            max_connections: Some(100),
+            databases: Some(5_000),
+            ..DatabaseServerStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_quiet_server_status_is_not_rewritten_for_jitter() {
+        let old = status(3, 40);
+        // Latency inside its bucket, a few connections more or less.
+        assert!(!worth_writing(&old, &status(180, 50)));
+        assert!(!worth_writing(&old, &status(1, 30)));
+        // A tenth of max_connections and more, another latency bucket, or
+        // anything significant is news.
+        assert!(worth_writing(&old, &status(3, 51)));
+        assert!(worth_writing(&old, &status(3, 29)));
+        assert!(worth_writing(&old, &status(400, 40)));
+        let mut more = status(3, 40);
+        more.databases = Some(5_001);
+        assert!(worth_writing(&old, &more));
+        // The first numbers are news.
+        assert!(worth_writing(&DatabaseServerStatus::default(), &old));
+    }
 }
