@@ -339,6 +339,35 @@ mod rbac {
             })
         })
         .await;
+        // A cache server, with its admin Secret beside the database's.
+        let redis = tenantdb_testkit::throwaway_redis::ThrowawayRedis::start().unwrap();
+        let redis_secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "redis-admin"},
+            "stringData": {"username": "default",
+                           "password": tenantdb_testkit::throwaway_redis::ADMIN_PASSWORD}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), &ops)
+            .create(&PostParams::default(), &redis_secret)
+            .await
+            .unwrap();
+        let cache = serde_json::from_value(json!({
+            "apiVersion": "tenantdb.io/v1alpha1", "kind": "CacheServer",
+            "metadata": {"name": "rbac-redis"},
+            "spec": {"host": redis.host(), "port": redis.port(),
+                     "adminSecretRef": {"namespace": ops, "name": "redis-admin"}}
+        }))
+        .unwrap();
+        let caches: Api<tenantdb::api::CacheServer> = Api::all(client.clone());
+        caches.create(&PostParams::default(), &cache).await.unwrap();
+        wait_until("the cache server is Ready", async || {
+            caches.get("rbac-redis").await.unwrap().status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .await;
         let tenants: Api<TenantDatabase> = Api::namespaced(client.clone(), "rbac-shop");
         let tenant = serde_json::from_value(json!({
             "apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase",

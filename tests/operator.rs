@@ -16,11 +16,12 @@ use sqlx::{Connection, PgConnection};
 use support::cluster::{TempDir, TestCluster};
 use support::database_exists;
 use support::fixtures::{
-    add_server, add_server_with, add_tenant, admin_statements, condition, own_counting_postgres,
-    own_postgres, own_postgres_with, reset_statements,
+    add_cache_server, add_server, add_server_with, add_tenant, admin_statements, condition,
+    own_counting_postgres, own_postgres, own_postgres_with, reset_statements,
 };
 use tenantdb::api::TenantDatabase;
 use tenantdb::operator;
+use tenantdb_testkit::throwaway_redis::{ADMIN_PASSWORD, ThrowawayRedis};
 
 /// An operator running in this process, as `tenantdb run` runs it.
 struct Operator {
@@ -1055,6 +1056,95 @@ async fn kubectl_drives_the_operator_black_box() {
         !database_exists(&database).await,
         "deletionPolicy Delete dropped it"
     );
+}
+
+/// A CacheServer's `Ready` condition, once the operator wrote one.
+async fn cache_server_ready(cluster: &TestCluster, name: &str) -> (String, String, String) {
+    let api: Api<tenantdb::api::CacheServer> = Api::all(cluster.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let server = api.get(name).await.unwrap();
+        let ready = server
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
+        if let Some(c) = ready {
+            return (c.status.clone(), c.reason.clone(), c.message.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never got Ready: {:#?}",
+            server.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn kubectl_get_cs_shows_cache_servers_and_a_refused_admin_login_says_why() {
+    let redis = ThrowawayRedis::start().unwrap();
+    let cluster = TestCluster::start().await;
+    let (good, refused) = (server_name("cache-good"), server_name("cache-refused"));
+    let wrong = "not-the-admin-password-4117";
+    add_cache_server(
+        &cluster,
+        &good,
+        (redis.host(), redis.port()),
+        ("default", ADMIN_PASSWORD),
+    )
+    .await;
+    add_cache_server(
+        &cluster,
+        &refused,
+        (redis.host(), redis.port()),
+        ("default", wrong),
+    )
+    .await;
+    let _operator = Operator::start(&cluster, Duration::from_secs(300));
+
+    let (status, reason, _) = cache_server_ready(&cluster, &good).await;
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Reachable"));
+    let (status, reason, message) = cache_server_ready(&cluster, &refused).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "AdminLoginFailed"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(wrong),
+        "the password is never in status: {message}"
+    );
+
+    // `cs` alone is the built-in ComponentStatus's short name, which
+    // kube-apiserver still serves and kubectl prefers: the group says which.
+    let listed = support::cluster::succeeded(cluster.kubectl(&["get", "cs.tenantdb.io"]).await);
+    assert_eq!(
+        support::cluster::succeeded(cluster.kubectl(&["get", "cacheservers", "-o", "name"]).await)
+            .lines()
+            .count(),
+        2
+    );
+    let row = |name: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {listed}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert!(listed.starts_with("NAME"), "{listed}");
+    for column in ["HOST", "READY", "VERSION", "MEMORY", "ACLS", "AGE"] {
+        assert!(
+            listed.lines().next().unwrap().contains(column),
+            "{column}: {listed}"
+        );
+    }
+    let good_row = row(&good);
+    assert_eq!(good_row[1..3], [redis.host(), "True"], "{listed}");
+    assert!(good_row[3].starts_with("7."), "{listed}");
+    assert!(good_row[4].ends_with("/unlimited"), "{listed}");
+    assert_eq!(good_row[5], "memory", "no aclfile on this server: {listed}");
+    assert_eq!(row(&refused)[1..3], [redis.host(), "False"], "{listed}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
-//! The `tenantdb.io/v1alpha1` API: `TenantDatabase` and `DatabaseServer`,
-//! and the CRDs generated from them.
+//! The `tenantdb.io/v1alpha1` API: `TenantDatabase`, `DatabaseServer` and
+//! `CacheServer`, and the CRDs generated from them.
 
+pub mod cache_server;
 pub mod common;
 pub mod database_server;
 pub mod duration;
@@ -9,12 +10,14 @@ pub mod tenant_database;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
 use kube::CustomResourceExt;
 
+pub use cache_server::{CacheServer, CacheServerSpec, CacheServerStatus};
 pub use database_server::{DatabaseServer, DatabaseServerSpec, DatabaseServerStatus};
 pub use tenant_database::{TenantDatabase, TenantDatabaseSpec, TenantDatabaseStatus};
 
 /// Every CRD of the API, in the order `tenantdb crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
+        unobserved_until_reconciled(CacheServer::crd()),
         unobserved_until_reconciled(DatabaseServer::crd()),
         unobserved_until_reconciled(TenantDatabase::crd()),
     ]

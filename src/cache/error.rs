@@ -13,6 +13,8 @@ pub enum CacheError {
         cause: String,
         /// Whether retrying can help (the server down, a timeout).
         transient: bool,
+        /// Whether the server refused the user name and password.
+        rejected: bool,
     },
     /// The server cannot host tenants as tenantdb provisions them.
     #[error("cache server {server}: {reason}")]
@@ -25,9 +27,15 @@ impl CacheError {
         CacheError::Redis {
             server: server.to_owned(),
             operation: operation.to_owned(),
+            rejected: cause.kind() == redis::ErrorKind::AuthenticationFailed,
             cause: cause.to_string(),
             transient,
         }
+    }
+
+    /// Whether the server refused the credentials.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, CacheError::Redis { rejected: true, .. })
     }
 
     pub fn is_transient(&self) -> bool {

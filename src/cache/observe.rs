@@ -1,7 +1,7 @@
 //! Observing a Redis server as its admin user: every user's rules and how
 //! the server renders each profile, in one `MULTI` (`ACL LIST` between
-//! setting and deleting the probe users), and the server's identity in one
-//! `INFO server` and `CONFIG GET aclfile`. Three round trips per server,
+//! setting and deleting the probe users), and the server's identity and
+//! memory in one `INFO server memory` and `CONFIG GET aclfile`. Three round trips per server,
 //! however many tenants it has. Changes nothing but the probe users, which
 //! exist only inside the `MULTI`.
 
@@ -30,6 +30,10 @@ pub struct Snapshot {
     /// Whether ACL users are saved to a file (`ACL SAVE` works) or live
     /// only until a restart.
     pub acl_file: bool,
+    /// `used_memory`, in bytes.
+    pub used_memory: i64,
+    /// `maxmemory`, in bytes (0: no limit).
+    pub max_memory: i64,
 }
 
 // Users' rules hold password hashes (the admin's too, unsalted): a
@@ -41,6 +45,8 @@ impl std::fmt::Debug for Snapshot {
             .field("version", &self.version)
             .field("run_id", &self.run_id)
             .field("acl_file", &self.acl_file)
+            .field("used_memory", &self.used_memory)
+            .field("max_memory", &self.max_memory)
             .finish_non_exhaustive()
     }
 }
@@ -49,9 +55,10 @@ impl std::fmt::Debug for Snapshot {
 pub async fn observe(server: &str, conn: &mut MultiplexedConnection) -> Result<Snapshot, CacheError> {
     let info: String = redis::cmd("INFO")
         .arg("server")
+        .arg("memory")
         .query_async(conn)
         .await
-        .map_err(|e| CacheError::redis(server, "INFO server", e))?;
+        .map_err(|e| CacheError::redis(server, "INFO server memory", e))?;
     let fields = info_fields(&info);
     let version = fields.get("redis_version").cloned().unwrap_or_default();
     if !at_least(&version, MIN_VERSION) {
@@ -107,7 +114,14 @@ pub async fn observe(server: &str, conn: &mut MultiplexedConnection) -> Result<S
         version,
         run_id: fields.get("run_id").cloned().unwrap_or_default(),
         acl_file: aclfile.get(1).is_some_and(|path| !path.is_empty()),
+        used_memory: number(&fields, "used_memory"),
+        max_memory: number(&fields, "maxmemory"),
     })
+}
+
+/// An `INFO` field as a number (0 when absent or not a number).
+fn number(fields: &BTreeMap<String, String>, name: &str) -> i64 {
+    fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// `INFO`'s `name:value` lines.

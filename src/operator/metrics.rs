@@ -95,6 +95,9 @@ pub struct Metrics {
     pub tenant_logins: Family<ServerLabel, Counter>,
     pub size_reads: Family<ServerLabel, Counter>,
     pub catalog_snapshots: Family<ServerLabel, Counter>,
+    pub cache_server_up: Family<ServerLabel, Gauge>,
+    pub cache_server_memory: Family<ServerLabel, Gauge>,
+    pub cache_server_latency: Family<ServerLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -194,6 +197,21 @@ impl Default for Metrics {
             "database_size_reads",
             "Tenant database sizes read by the health monitor, per server (a share per sample, each every spec.healthCheck.sizeInterval)",
         );
+        let cache_server_up: Family<ServerLabel, Gauge> = register(
+            &mut registry,
+            "cache_server_up",
+            "1 when the cache server answered the admin user's last look and can hold tenants",
+        );
+        let cache_server_memory: Family<ServerLabel, Gauge> = register(
+            &mut registry,
+            "cache_server_used_memory_bytes",
+            "The cache server's used_memory at the last look",
+        );
+        let cache_server_latency: Family<ServerLabel, Gauge<f64, AtomicU64>> = register(
+            &mut registry,
+            "cache_server_latency_seconds",
+            "How long the admin user's last look at the cache server took",
+        );
         Self {
             registry,
             reconciliations,
@@ -214,6 +232,9 @@ impl Default for Metrics {
             tenant_logins,
             size_reads,
             catalog_snapshots,
+            cache_server_up,
+            cache_server_memory,
+            cache_server_latency,
         }
     }
 }
@@ -258,6 +279,16 @@ impl Metrics {
         self.server_up.remove(&label);
         self.server_connections.remove(&label);
         self.server_max_connections.remove(&label);
+    }
+
+    /// Drops every series of the cache server `name`.
+    pub fn forget_cache_server(&self, name: &str) {
+        let label = ServerLabel {
+            server: name.to_owned(),
+        };
+        self.cache_server_up.remove(&label);
+        self.cache_server_memory.remove(&label);
+        self.cache_server_latency.remove(&label);
     }
 }
 

@@ -5,6 +5,7 @@
 //! `/metrics` are served throughout.
 
 mod bulkhead;
+mod cache_server;
 mod catalog;
 mod context;
 mod error;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -34,7 +35,7 @@ use kube::{Client, ResourceExt};
 pub use context::{FIELD_MANAGER, FINALIZER};
 pub use error::{Category, OperatorError};
 
-use crate::api::{DatabaseServer, TenantDatabase};
+use crate::api::{CacheServer, DatabaseServer, TenantDatabase};
 use crate::reconcile::index_jobs::IndexJobs;
 
 /// The caches the controllers share, so a quiet resync reads nothing from
@@ -475,6 +476,32 @@ async fn controllers(
         }
     }));
     let _unsynced = Unsynced(ctx.clone());
+    let cache_server_run = {
+        let (store, writer) = reflector::store::<CacheServer>();
+        let forget = {
+            let ctx = ctx.clone();
+            move |event: &watcher::Event<CacheServer>| {
+                if let watcher::Event::Delete(server) = event {
+                    ctx.metrics.forget_cache_server(&server.name_any());
+                }
+            }
+        };
+        let changes = reflector(
+            writer,
+            watched(Api::<CacheServer>::all(client.clone())).inspect_ok(forget),
+        )
+        .applied_objects();
+        Controller::for_stream(changes, store)
+            .trigger_backoff(EachWatchBacksOffAlone)
+            .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
+            .graceful_shutdown_on(wait_for(stopped.clone()))
+            .run(cache_server::reconcile, cache_server::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "cache server controller");
+                }
+            })
+    };
     let server_run = server_controller
         .reconcile_on(
             receive(ctx.health.server_changes()).map(|name| ObjectRef::<DatabaseServer>::new(&name)),
@@ -495,7 +522,12 @@ async fn controllers(
         stop.await;
         let _ = stop_all.send(true);
     });
-    futures::join!(futures::future::join_all(runs), server_run, namespace_run);
+    futures::join!(
+        futures::future::join_all(runs),
+        server_run,
+        cache_server_run,
+        namespace_run
+    );
 }
 
 /// Marks the caches unsynced when the controllers end or are dropped.

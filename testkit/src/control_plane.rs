@@ -512,6 +512,7 @@ pub fn install_chart(plane: &ControlPlane) {
             "--timeout=60s",
             "crd/tenantdatabases.tenantdb.io",
             "crd/databaseservers.tenantdb.io",
+            "crd/cacheservers.tenantdb.io",
         ]),
     );
     checked(

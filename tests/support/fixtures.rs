@@ -139,3 +139,33 @@ pub fn condition<'a>(
         .iter()
         .find(|c| c.type_ == type_)
 }
+
+/// A CacheServer `name` for Redis at `host:port`, whose admin Secret (in a
+/// namespace of its own) holds `username`/`password`.
+pub async fn add_cache_server(
+    cluster: &TestCluster,
+    name: &str,
+    (host, port): (&str, u16),
+    (username, password): (&str, &str),
+) {
+    let ops = cluster.namespace("cache-ops").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis-admin"},
+        "stringData": {"username": username, "password": password}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(cluster.client.clone(), &ops)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let server = serde_json::from_value(json!({
+        "apiVersion": "tenantdb.io/v1alpha1", "kind": "CacheServer",
+        "metadata": {"name": name},
+        "spec": {"host": host, "port": port, "adminSecretRef": {"namespace": ops, "name": "redis-admin"}}
+    }))
+    .unwrap();
+    Api::<tenantdb::api::CacheServer>::all(cluster.client.clone())
+        .create(&PostParams::default(), &server)
+        .await
+        .unwrap();
+}

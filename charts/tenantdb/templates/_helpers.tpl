@@ -62,6 +62,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [tenantdb.io]
   resources: [databaseservers/status]
   verbs: [patch]
+# CacheServers likewise.
+- apiGroups: [tenantdb.io]
+  resources: [cacheservers]
+  verbs: [list, watch]
+- apiGroups: [tenantdb.io]
+  resources: [cacheservers/status]
+  verbs: [patch]
 # Admin Secrets may live in any namespace a DatabaseServer names: read when
 # needed, watched (by metadata) to notice changes; connection Secrets are
 # read from a cache.
