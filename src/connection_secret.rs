@@ -88,23 +88,47 @@ pub fn secret(namespace: &str, desired: &Desired, endpoint: &Endpoint, password:
     }
 }
 
-/// The password held in an existing connection Secret (`PGPASSWORD`, from
-/// `stringData` or `data`), if there is a usable one.
-pub fn password_of(secret: &Secret) -> Option<Password> {
-    let from_string = secret
-        .string_data
-        .as_ref()
-        .and_then(|d| d.get("PGPASSWORD"))
-        .cloned();
+/// The cache part of a connection Secret (`spec.cache`).
+#[derive(Clone)]
+pub struct CacheKeys {
+    /// `redis://<user>:<password>@<host>:<port>`.
+    pub url: String,
+    pub key_prefix: String,
+    pub password: Password,
+}
+
+/// Adds the cache's keys to a Secret's `data`: `REDIS_URL`,
+/// `REDIS_KEY_PREFIX`, and `REDIS_PASSWORD` (the URL's password, kept
+/// across restarts as `PGPASSWORD` is).
+pub fn add_cache(data: &mut BTreeMap<String, String>, cache: &CacheKeys) {
+    data.insert("REDIS_URL".to_owned(), cache.url.clone());
+    data.insert("REDIS_KEY_PREFIX".to_owned(), cache.key_prefix.clone());
+    data.insert(REDIS_PASSWORD.to_owned(), cache.password.expose().to_owned());
+}
+
+const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+
+/// The tenant's Redis password in an existing connection Secret, if there
+/// is a usable one.
+pub fn redis_password_of(secret: &Secret) -> Option<Password> {
+    value_of(secret, REDIS_PASSWORD).map(Password::new)
+}
+
+/// A non-empty value of `key`, from `stringData` or `data`.
+fn value_of(secret: &Secret, key: &str) -> Option<String> {
+    let from_string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
     let from_data = || {
         secret
             .data
             .as_ref()
-            .and_then(|d| d.get("PGPASSWORD"))
+            .and_then(|d| d.get(key))
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
     };
-    from_string
-        .or_else(from_data)
-        .filter(|p| !p.is_empty())
-        .map(Password::new)
+    from_string.or_else(from_data).filter(|v| !v.is_empty())
+}
+
+/// The password held in an existing connection Secret (`PGPASSWORD`, from
+/// `stringData` or `data`), if there is a usable one.
+pub fn password_of(secret: &Secret) -> Option<Password> {
+    value_of(secret, "PGPASSWORD").map(Password::new)
 }

@@ -51,6 +51,36 @@ fn cases() -> Vec<Case> {
             api_server_refuses: false,
         },
         Case {
+            what: "a key prefix in another namespace's key space",
+            spec: "{cache: {keyPrefix: 'elsewhere:shop:'}}",
+            field: "spec.cache.keyPrefix",
+            api_server_refuses: false,
+        },
+        Case {
+            what: "a key prefix with a glob character",
+            spec: "{cache: {keyPrefix: 'x:a*'}}",
+            field: "spec.cache.keyPrefix",
+            api_server_refuses: true,
+        },
+        Case {
+            what: "a key prefix with a space",
+            spec: "{cache: {keyPrefix: 'x: a'}}",
+            field: "spec.cache.keyPrefix",
+            api_server_refuses: true,
+        },
+        Case {
+            what: "a key prefix with a control character",
+            spec: "{cache: {keyPrefix: \"x:\\u0007\"}}",
+            field: "spec.cache.keyPrefix",
+            api_server_refuses: true,
+        },
+        Case {
+            what: "an empty key prefix",
+            spec: "{cache: {keyPrefix: ''}}",
+            field: "spec.cache.keyPrefix",
+            api_server_refuses: true,
+        },
+        Case {
             what: "one of the server's own databases",
             spec: "{databaseName: template1}",
             field: "spec.databaseName",

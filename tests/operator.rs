@@ -1147,6 +1147,200 @@ async fn kubectl_get_cs_shows_cache_servers_and_a_refused_admin_login_says_why()
     assert_eq!(row(&refused)[1..3], [redis.host(), "False"], "{listed}");
 }
 
+/// A connection as the tenant's application makes it: the `redis` crate
+/// with nothing but the Secret's `REDIS_URL`.
+async fn redis_app(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("connecting with REDIS_URL: {e}"))
+}
+
+/// The throwaway Redis's admin connection.
+async fn redis_admin(redis: &ThrowawayRedis) -> redis::aio::MultiplexedConnection {
+    let url = format!(
+        "redis://default:{ADMIN_PASSWORD}@{}:{}",
+        redis.host(),
+        redis.port()
+    );
+    redis_app(&url).await
+}
+
+/// The Redis users whose names start with `tdb.`.
+async fn tenant_users(admin: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(admin).await.unwrap();
+    users.into_iter().filter(|u| u.starts_with("tdb.")).collect()
+}
+
+async fn keys_under(admin: &mut redis::aio::MultiplexedConnection, prefix: &str) -> usize {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(admin)
+        .await
+        .unwrap();
+    keys.len()
+}
+
+#[tokio::test]
+async fn a_tenant_with_a_cache_gets_redis_access_to_its_own_keys_repaired_and_removed() {
+    let mut redis = ThrowawayRedis::start().unwrap();
+    let cluster = TestCluster::start().await;
+    let (server, cache) = (server_name("cached"), server_name("cache"));
+    add_server(&cluster, &server, support::admin().await).await;
+    add_cache_server(
+        &cluster,
+        &cache,
+        (redis.host(), redis.port()),
+        ("default", ADMIN_PASSWORD),
+    )
+    .await;
+    let ns = cluster.namespace("cached").await;
+    // A short resync: drift is repaired on the next one.
+    let operator = Operator::start(&cluster, Duration::from_secs(2));
+    // No cache server named: placement picks the one Ready server.
+    add_tenant(
+        &cluster,
+        &ns,
+        "acme",
+        json!({"server": server, "deletionPolicy": "Delete", "cache": {}}),
+    )
+    .await;
+    add_tenant(
+        &cluster,
+        &ns,
+        "other",
+        json!({"server": server, "cache": {"commands": "readOnly"}}),
+    )
+    .await;
+    let acme = wait_ready(&cluster, &ns, "acme").await.status.unwrap();
+    let recorded = acme.cache.clone().unwrap();
+    assert_eq!(recorded.server, cache);
+    assert_eq!(
+        recorded.key_prefix.as_deref(),
+        Some(format!("{ns}:acme:").as_str())
+    );
+    wait_ready(&cluster, &ns, "other").await;
+    // A prefix that covers acme's (provisioned) is refused, naming the field.
+    add_tenant(
+        &cluster,
+        &ns,
+        "greedy",
+        json!({"server": server, "cache": {"keyPrefix": format!("{ns}:ac")}}),
+    )
+    .await;
+
+    let greedy = wait_for(&cluster, &ns, "greedy", "refused", |t| {
+        condition(t, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+    })
+    .await;
+    let refusal = condition(&greedy, "Ready").unwrap().message.clone();
+    assert!(
+        refusal.contains("spec.cache.keyPrefix") && refusal.contains(&format!("{ns}/acme")),
+        "{refusal}"
+    );
+
+    let data = secret_data(&cluster, &ns, "acme-db").await;
+    assert_eq!(data["REDIS_KEY_PREFIX"], format!("{ns}:acme:"));
+    let url = data["REDIS_URL"].clone();
+    assert!(
+        url.starts_with(&format!("redis://tdb.{ns}.acme:")),
+        "{}",
+        url.split('@').next_back().unwrap()
+    );
+    let mut app = redis_app(&url).await;
+    let mine = format!("{ns}:acme:session:1");
+    let () = redis::cmd("SET")
+        .arg(&mine)
+        .arg("alice")
+        .query_async(&mut app)
+        .await
+        .unwrap();
+    let got: String = redis::cmd("GET").arg(&mine).query_async(&mut app).await.unwrap();
+    assert_eq!(got, "alice");
+    let theirs = format!("{ns}:other:session:1");
+    let refused = redis::cmd("GET")
+        .arg(&theirs)
+        .query_async::<Option<String>>(&mut app)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().to_uppercase().contains("NOPERM"), "{refused}");
+    let other_url = secret_data(&cluster, &ns, "other-db").await["REDIS_URL"].clone();
+    let mut reader = redis_app(&other_url).await;
+    let written = redis::cmd("SET")
+        .arg(&theirs)
+        .arg("x")
+        .query_async::<()>(&mut reader)
+        .await
+        .unwrap_err();
+    assert!(
+        written.to_string().to_uppercase().contains("NOPERM"),
+        "readOnly: {written}"
+    );
+
+    // Removed behind tenantdb's back: back on the next resync, with the
+    // password the Secret holds.
+    let mut admin = redis_admin(&redis).await;
+    let user = format!("tdb.{ns}.acme");
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    support::wait_until("the user is set again", async || {
+        tenant_users(&mut admin).await.contains(&user)
+    })
+    .await;
+    let mut again = redis_app(&url).await;
+    let got: String = redis::cmd("GET")
+        .arg(&mine)
+        .query_async(&mut again)
+        .await
+        .unwrap();
+    assert_eq!(got, "alice");
+    assert_eq!(
+        secret_data(&cluster, &ns, "acme-db").await["REDIS_URL"],
+        url,
+        "same password"
+    );
+
+    // Redis restarted without an ACL file: every tenant user is gone, and
+    // set again (same password) once the operator sees the new run_id.
+    drop((app, again, admin));
+    redis.restart().unwrap();
+    let mut admin = redis_admin(&redis).await;
+    support::wait_until("the users are set again after a restart", async || {
+        tenant_users(&mut admin).await.len() == 2
+    })
+    .await;
+    let mut after_restart = redis_app(&url).await;
+    let pong: String = redis::cmd("PING").query_async(&mut after_restart).await.unwrap();
+    assert_eq!(pong, "PONG");
+
+    // Deleted with deletionPolicy Delete: the user and exactly its keys go
+    // (SCAN and UNLINK in batches); the other tenant's keys stay.
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("SET").arg(format!("{ns}:acme:k{i}")).arg(i).ignore();
+        pipe.cmd("SET").arg(format!("{ns}:other:k{i}")).arg(i).ignore();
+    }
+    let () = pipe.query_async(&mut admin).await.unwrap();
+    let api: Api<TenantDatabase> = Api::namespaced(cluster.client.clone(), &ns);
+    api.delete("acme", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "acme").await;
+    wait_event(&cluster, &ns, "acme", "CacheRemoved").await;
+    assert!(
+        !tenant_users(&mut admin).await.contains(&user),
+        "the user is gone"
+    );
+    assert_eq!(keys_under(&mut admin, &format!("{ns}:acme:")).await, 0);
+    assert_eq!(keys_under(&mut admin, &format!("{ns}:other:")).await, 3_000);
+    // With acme gone, greedy's prefix overlaps no one.
+    wait_ready(&cluster, &ns, "greedy").await;
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn a_missing_server_or_a_namespace_the_server_refuses_stalls_the_tenant() {
     let cluster = TestCluster::start().await;

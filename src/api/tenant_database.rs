@@ -165,6 +165,67 @@ pub struct TenantDatabaseSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
     pub secret_name: Option<String>,
+
+    /// The tenant's cache: a Redis user on a CacheServer that reaches only
+    /// the keys and channels under its key prefix, published in the
+    /// connection Secret (`REDIS_URL`, `REDIS_KEY_PREFIX`). Removed with
+    /// the tenant as `deletionPolicy` says. See docs/cache.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+}
+
+/// A tenant's cache access in Redis.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(oldSelf.server) || (has(self.server) && self.server == oldSelf.server)",
+        "message": "server is immutable once set: a tenant's keys stay on its cache server",
+        "fieldPath": ".server",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(oldSelf.keyPrefix) || (has(self.keyPrefix) && self.keyPrefix == oldSelf.keyPrefix)",
+        "message": "keyPrefix is immutable once set: the tenant's keys are under it",
+        "fieldPath": ".keyPrefix",
+        "reason": "FieldValueForbidden"
+    }
+]))]
+pub struct CacheSpec {
+    /// Name of the CacheServer to place the cache on. When absent, placement
+    /// picks a Ready one admitting the namespace with room (fewest tenants
+    /// first); the choice is recorded in status.cache.server and never
+    /// changes silently. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub server: Option<String>,
+
+    /// The prefix of every key and channel the tenant may use. Default:
+    /// `<namespace>:<metadata.name>:`. Letters, digits and `.` `_` `:` `-`
+    /// only (no glob characters), at most 128 bytes; it must start with
+    /// `<namespace>:` and may not overlap another tenant's prefix on the
+    /// same Redis (checked by tenantdb). Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = "^[A-Za-z0-9._:-]+$"))]
+    pub key_prefix: Option<String>,
+
+    /// The command profile: `default` (what a cache or session store needs,
+    /// without admin, dangerous, blocking, scripting and whole-keyspace
+    /// commands) or `readOnly`. Default: default.
+    #[serde(default)]
+    pub commands: CacheCommands,
+}
+
+/// A tenant's Redis command profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CacheCommands {
+    /// Every data type's commands on its own keys, expiry, transactions,
+    /// pub/sub on its own channels.
+    #[default]
+    Default,
+    /// Reading its own keys and subscribing to its own channels only.
+    ReadOnly,
 }
 
 /// The application's connection pool contract. Each field left out takes the
@@ -369,6 +430,49 @@ pub struct TenantDatabaseStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(transform = list_map_keyed_by_name)]
     pub indexes: Vec<IndexStatus>,
+
+    /// The tenant's cache, once placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// Where a tenant's cache lives, as recorded by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStatus {
+    /// CacheServer the cache is placed on; never changes silently.
+    pub server: String,
+    /// The tenant's Redis user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The key prefix in force, recorded once the user was set on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// `aclFile` when the server saves ACL users to a file; `memory` when
+    /// they live until a restart and tenantdb applies them again after one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_persistence: Option<super::cache_server::AclPersistence>,
+    /// A deletion under way (`deletionPolicy: Delete`): how far removing
+    /// the tenant's keys got, to go on from after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<CacheRemoval>,
+}
+
+/// How far removing a tenant's keys got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRemoval {
+    /// Keys unlinked so far.
+    pub keys_removed: i64,
+    /// The `SCAN` cursor to go on from (`0`: a new pass).
+    pub cursor: String,
+    /// Whether the current pass found keys: only a whole pass that finds
+    /// none ends the removal.
+    pub pass_found_keys: bool,
+    /// The cache is removed as `deletionPolicy` says (what remains of the
+    /// deletion is the database's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
 }
 
 /// Lifecycle phase of a tenant database.

@@ -125,6 +125,26 @@ pub fn is_tenant_user(user: &str) -> bool {
     user.starts_with("tdb.")
 }
 
+/// The tenant (`namespace/name`) of a user named by [`user_name`].
+pub fn owner_of(user: &str) -> Option<String> {
+    let (namespace, name) = user.strip_prefix("tdb.")?.split_once('.')?;
+    Some(format!("{namespace}/{name}"))
+}
+
+/// The key prefix `rules` (as `ACL LIST` renders them) give access to: the
+/// first key pattern (`~P*` or `%R~P*`, any permission) without its `*`.
+/// A user with a pattern of another shape, or none, has `None`.
+pub fn key_prefix_in(rules: &str) -> Option<&str> {
+    rules.split(' ').find_map(|rule| {
+        let pattern = rule.strip_prefix('~').or_else(|| {
+            rule.strip_prefix('%')
+                .and_then(|r| r.split_once('~'))
+                .map(|(_, p)| p)
+        })?;
+        pattern.strip_suffix('*')
+    })
+}
+
 /// The lowercase hex SHA-256 of `password`: how Redis stores it (`#<hash>`).
 pub fn password_hash(password: &str) -> String {
     Sha256::digest(password.as_bytes())
@@ -226,6 +246,18 @@ mod tests {
 
     fn prefix(p: &str) -> KeyPrefix {
         KeyPrefix::parse("acme", p).unwrap()
+    }
+
+    #[test]
+    fn a_users_owner_and_prefix_read_back_from_acl_list() {
+        assert_eq!(owner_of("tdb.shop.acme.eu").as_deref(), Some("shop/acme.eu"));
+        assert_eq!(owner_of("default"), None);
+        let rules = "on #00 ~shop:acme:* resetchannels &shop:acme:* -@all +@read";
+        assert_eq!(key_prefix_in(rules), Some("shop:acme:"));
+        let read_only = "on #00 %R~shop:ro:* resetchannels &shop:ro:* -@all +@read";
+        assert_eq!(key_prefix_in(read_only), Some("shop:ro:"));
+        assert_eq!(key_prefix_in("on #00 allkeys"), None);
+        assert_eq!(key_prefix_in("on #00 ~exact-key"), None);
     }
 
     #[test]

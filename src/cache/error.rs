@@ -3,7 +3,7 @@
 //! from a URL holding one, so the client's errors cannot echo it.
 
 /// A cache operation that failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CacheError {
     /// Redis refused or could not be reached.
     #[error("cache server {server}: {operation}: {cause}")]

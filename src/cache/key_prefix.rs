@@ -139,8 +139,9 @@ pub fn overlap_error(mine: &KeyPrefix, holder: &Holder<'_>) -> SpecError {
     SpecError::new(
         FIELD,
         format!(
-            "{mine:?} overlaps {:?}, the key prefix of TenantDatabase {} on the same cache server \
+            "{:?} overlaps {:?}, the key prefix of TenantDatabase {} on the same cache server \
              (neither may be a prefix of the other)",
+            mine.as_str(),
             holder.prefix.as_str(),
             holder.owner
         ),

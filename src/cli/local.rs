@@ -189,8 +189,22 @@ async fn index_view(
     }
 }
 
+/// Says which tenants ask for a cache: `spec.cache` is validated here
+/// but provisioned by the operator only (docs/cache.md).
+fn note_caches(workspace: &Workspace) {
+    for job in &workspace.jobs {
+        if job.desired.cache.is_some() {
+            eprintln!(
+                "{}: note: spec.cache is checked but not provisioned by tenantdb plan/apply (the operator provisions caches)",
+                job.key()
+            );
+        }
+    }
+}
+
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common, false).await?;
+    note_caches(&workspace);
     // One catalog statement per server for all its tenants; planning each
     // is then pure (bar a look inside the databases that declare
     // extensions or indexes).
@@ -288,6 +302,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common, false).await?;
+    note_caches(&workspace);
     let common = &args.common;
     let observed = taken_one_each(workspace.observe_all().await);
     let results = for_each_job(&workspace, common.concurrency, async |i, job| {

@@ -54,6 +54,11 @@ pub async fn reconcile(server: Arc<CacheServer>, ctx: Arc<Context>) -> Result<Ac
             match observed.await {
                 Ok(snapshot) => {
                     let latency = started.elapsed();
+                    if ctx.cache_book.restarted(&address, &snapshot.run_id).await {
+                        // Without an ACL file the tenants' users are gone:
+                        // each tenant's next look finds its user missing.
+                        tracing::info!(server = %name, "cache server restarted; tenants' users are looked at again");
+                    }
                     status.latency_ms = Some(i64::try_from(latency.as_millis()).unwrap_or(i64::MAX));
                     status.version = Some(snapshot.version.clone());
                     status.acl_persistence = Some(if snapshot.acl_file {

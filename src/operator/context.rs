@@ -48,6 +48,11 @@ pub struct Context {
     pub catalog: super::catalog::CatalogSnapshots,
     /// When each tenant's indexes were last seen all Ready.
     pub index_looks: super::tenant::recheck::IndexLooks,
+    /// Each Redis server's admin connection and look of this resync period.
+    pub cache_book: super::cache_book::CacheBook,
+    /// Cache placements written and not yet cached (tenant key → server),
+    /// under the cache placement lock.
+    pub cache_placements: tokio::sync::Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -76,6 +81,8 @@ impl Context {
             slots,
             catalog: super::catalog::CatalogSnapshots::new(resync),
             index_looks: Default::default(),
+            cache_book: super::cache_book::CacheBook::new(resync),
+            cache_placements: Default::default(),
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

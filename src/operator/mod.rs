@@ -5,6 +5,7 @@
 //! `/metrics` are served throughout.
 
 mod bulkhead;
+mod cache_book;
 mod cache_server;
 mod catalog;
 mod context;
@@ -50,6 +51,9 @@ pub struct Stores {
     /// Every Namespace, by metadata: a server's `allowedNamespaces` is
     /// matched against these labels.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Every CacheServer. Not part of [`Stores::ready`]: an install whose
+    /// CRDs predate CacheServer must not hold up its tenants.
+    pub cache_servers: Store<CacheServer>,
 }
 
 impl Stores {
@@ -273,11 +277,13 @@ async fn controllers(
     .applied_objects()
     .predicate_filter(predicates::labels, Default::default());
     let (relabelled, _) = tokio::sync::broadcast::channel::<String>(1024);
+    let (cache_server_store, cache_server_writer) = reflector::store::<CacheServer>();
     let mut stores = Stores {
         servers: server_controller.store(),
         tenants: Vec::new(),
         secrets: Vec::new(),
         namespaces: namespace_store,
+        cache_servers: cache_server_store.clone(),
     };
     for scope in &scopes {
         let (tenants_api, secrets_api): (Api<TenantDatabase>, Api<Secret>) = scoped(scope);
@@ -477,7 +483,7 @@ async fn controllers(
     }));
     let _unsynced = Unsynced(ctx.clone());
     let cache_server_run = {
-        let (store, writer) = reflector::store::<CacheServer>();
+        let (store, writer) = (cache_server_store, cache_server_writer);
         let forget = {
             let ctx = ctx.clone();
             move |event: &watcher::Event<CacheServer>| {

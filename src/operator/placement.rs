@@ -178,7 +178,16 @@ pub async fn place(
 
 /// Whether `server` admits tenants from a namespace with `labels`.
 pub fn admits(server: &DatabaseServer, labels: &std::collections::BTreeMap<String, String>) -> bool {
-    match &server.spec.allowed_namespaces {
+    selector_admits(server.spec.allowed_namespaces.as_ref(), labels)
+}
+
+/// Whether an `allowedNamespaces` selector (none: every namespace) admits
+/// a namespace with `labels`.
+pub fn selector_admits(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    match selector {
         None => true,
         Some(selector) => Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels)),
     }
@@ -249,6 +258,7 @@ mod tests {
             tenants: vec![store],
             secrets: Vec::new(),
             namespaces: reflector::store().0,
+            cache_servers: reflector::store().0,
         }
     }
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::common::is_k8s_name;
 use crate::api::duration::parse_millis;
-use crate::api::tenant_database::{IndexMethod, IndexSpec, LimitsSpec, PoolSpec};
+use crate::api::tenant_database::{CacheCommands, IndexMethod, IndexSpec, LimitsSpec, PoolSpec};
 use crate::api::{DatabaseServer, TenantDatabase};
 use crate::sql::Ident;
 use crate::sql::expression::IndexExpression;
@@ -102,6 +102,20 @@ pub struct Desired {
     pub indexes: Vec<DesiredIndex>,
     /// Most index builds at once on the tenant's server.
     pub max_index_builds: usize,
+    /// The tenant's cache (`spec.cache`), when it asks for one.
+    pub cache: Option<CacheIntent>,
+}
+
+/// A tenant's cache, resolved from `spec.cache`: everything but the server
+/// (placed by the operator) and the password (kept in the Secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheIntent {
+    /// The CacheServer the spec names, if it names one.
+    pub server: Option<String>,
+    pub prefix: crate::cache::KeyPrefix,
+    pub commands: crate::cache::Commands,
+    /// The tenant's Redis user ([`crate::cache::acl::user_name`]).
+    pub user: String,
 }
 
 /// Which existing, unmarked objects the server lets this tenant adopt:
@@ -213,9 +227,33 @@ pub fn resolve_all(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<D
             format!("{secret_name:?} is not a valid Kubernetes object name"),
         ));
     }
-    let (Some(database), Some(role), Some(pool), Some(settings), Some(indexes), true) =
-        (database, role, pool, settings, indexes, problems.is_empty())
-    else {
+    let cache = match &spec.cache {
+        None => Some(None),
+        Some(cache) => take(
+            &mut problems,
+            crate::cache::KeyPrefix::resolve(&namespace, &name, cache.key_prefix.as_deref()),
+        )
+        .map(|prefix| {
+            Some(CacheIntent {
+                server: cache.server.clone(),
+                prefix,
+                commands: match cache.commands {
+                    CacheCommands::Default => crate::cache::Commands::Default,
+                    CacheCommands::ReadOnly => crate::cache::Commands::ReadOnly,
+                },
+                user: crate::cache::acl::user_name(&namespace, &name),
+            })
+        }),
+    };
+    let (Some(database), Some(role), Some(pool), Some(settings), Some(indexes), Some(cache), true) = (
+        database,
+        role,
+        pool,
+        settings,
+        indexes,
+        cache,
+        problems.is_empty(),
+    ) else {
         return Err(problems);
     };
     let adoption = adoption_grant(&server.spec.adoption, &namespace, &database, &role);
@@ -240,6 +278,7 @@ pub fn resolve_all(tenant: &TenantDatabase, server: &DatabaseServer) -> Result<D
             .and_then(|n| usize::try_from(n).ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_MAX_INDEX_BUILDS),
+        cache,
     })
 }
 

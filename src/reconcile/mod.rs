@@ -21,7 +21,7 @@ use crate::admin_session;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, Postgres};
 
-pub use desired::{Desired, resolve, resolve_all};
+pub use desired::{CacheIntent, Desired, resolve, resolve_all};
 pub use error::{ErrorCategory, ReconcileError, SpecError};
 pub use observe::Snapshot;
 pub use plan::{Plan, Step, StoredPassword};

@@ -664,6 +664,7 @@ mod tests {
             secret_name: "acme-db".into(),
             indexes: Vec::new(),
             max_index_builds: 2,
+            cache: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The `tenantdb.io/cleanup` finalizer's work, in the pipeline's shape:
-//! honour `deletionPolicy` — `Retain` keeps everything, `Delete` drops the
+//! honour `deletionPolicy` — first for the cache (`Retain` turns the Redis
+//! user off, `Delete` removes it and its keys, in passes that record their
+//! progress), then `Retain` keeps the database, `Delete` drops the
 //! database and role under the tenant lock — or say why it cannot (status
 //! and an Event) and keep the finalizer until a person sets
 //! [`LEAVE_DATA`](super::LEAVE_DATA). Every way out that lets the finalizer
@@ -7,12 +9,15 @@
 //! drop, or was told to by that annotation; each says so in an Event.
 //!
 //! I/O: the caches and the API server as [`super::gather`] reads them,
-//! PostgreSQL (the drop, through the reconcile core), Events and status.
+//! PostgreSQL (the drop, through the reconcile core), Redis (the cache's
+//! removal), Events and status.
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
-use super::{LEAVE_DATA, gather, key, provision, publish};
+use std::time::Duration;
+
+use super::{LEAVE_DATA, cache, gather, key, provision, publish};
 use crate::api::TenantDatabase;
 use crate::api::tenant_database::DeletionPolicy;
 use crate::operator::context::Context;
@@ -26,6 +31,41 @@ pub async fn cleanup(
     ctx: &Context,
     stores: &Stores,
 ) -> Result<Action, OperatorError> {
+    // The cache first, under either policy: a deleted tenant's Redis user
+    // never stays enabled.
+    if let Some(recorded) = tenant.status.as_ref().and_then(|s| s.cache.as_ref())
+        && !recorded.removal.as_ref().is_some_and(|r| r.complete)
+    {
+        let leave_data = tenant.annotations().get(LEAVE_DATA).is_some_and(|v| v == "true");
+        let delete = tenant.spec.deletion_policy == DeletionPolicy::Delete && !leave_data;
+        let removed = match cache::remove(tenant, ctx, stores, recorded, delete).await? {
+            Ok(removed) => removed,
+            Err(failure) => {
+                let reason = format!("its cache: {}", failure.message);
+                return publish::deletion_blocked(tenant, ctx, &reason).await;
+            }
+        };
+        cache::record_removal(tenant, ctx, &removed).await?;
+        if !removed.complete {
+            // More keys to go: come back at once, from the progress recorded.
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+        let note = match (delete, recorded.key_prefix.as_deref()) {
+            (true, Some(prefix)) => format!(
+                "removed Redis user {} and {} keys under {prefix:?} on {}",
+                recorded.user.as_deref().unwrap_or_default(),
+                removed.keys_removed,
+                recorded.server
+            ),
+            (false, Some(prefix)) => format!(
+                "turned Redis user {} off on {}; its keys under {prefix:?} were kept",
+                recorded.user.as_deref().unwrap_or_default(),
+                recorded.server
+            ),
+            (_, None) => "the cache was never provisioned: nothing to remove".to_owned(),
+        };
+        ctx.event(tenant, false, "CacheRemoved", note).await;
+    }
     if tenant.spec.deletion_policy == DeletionPolicy::Retain {
         let names = tenant
             .status

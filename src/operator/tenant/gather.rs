@@ -32,6 +32,8 @@ pub struct Access {
     pub server: Arc<DatabaseServer>,
     pub credentials: AdminCredentials,
     pub desired: Desired,
+    /// The tenant's cache, once its step ([`super::cache`]) made it ready.
+    pub cache: Option<super::cache::CacheAccess>,
 }
 
 /// The connection Secret as found, and what its password means.
@@ -118,6 +120,7 @@ pub async fn access(
             server,
             credentials,
             desired,
+            cache: None,
         })),
         Err(problems) => {
             let all: Vec<String> = problems.iter().map(ToString::to_string).collect();

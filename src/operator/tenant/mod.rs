@@ -7,13 +7,16 @@
 //! 2. [`gather`] — everything else the reconcile reads: admission,
 //!    admin credentials, the spec resolved against the server, the
 //!    connection Secret. Caches first; no SQL, no writes.
-//! 3. [`recheck`] — a tenant converged at its generation is checked over
+//! 3. [`cache`] — for a tenant with `spec.cache`: its CacheServer (placed
+//!    and recorded like the database server) and its Redis user, over the
+//!    server's look of this resync period; the keys it adds to the Secret.
+//! 4. [`recheck`] — a tenant converged at its generation is checked over
 //!    its server's catalog snapshot of this resync period, shared with the
 //!    server's other tenants; when that shows nothing to do, step 4 is
 //!    skipped.
 //! 4. [`provision`] — under the tenant's advisory lock: database, role,
 //!    settings, indexes, and the connection Secret before the lock goes.
-//! 5. [`publish`] — status (only when it changed) and Events, from the one
+//! 6. [`publish`] — status (only when it changed) and Events, from the one
 //!    result; failures of every step are reported there too.
 //!
 //! Deletion ([`cleanup`]) has the same shape, for the `tenantdb.io/cleanup`
@@ -21,6 +24,7 @@
 //! finalizer added in the same pass as the work, metrics — and the order
 //! of the steps. I/O: one Kubernetes write of its own (the finalizer).
 
+mod cache;
 mod cleanup;
 mod gather;
 mod provision;
@@ -137,8 +141,8 @@ async fn with_finalizer(
     Ok(Arc::new(patched))
 }
 
-/// The pipeline for a live tenant: placement → gather → recheck →
-/// provision → publish.
+/// The pipeline for a live tenant: placement → gather → cache → recheck
+/// → provision → publish.
 async fn apply(tenant: &TenantDatabase, ctx: &Context, stores: &Stores) -> Result<Action, OperatorError> {
     let server = match placement::locate(tenant, &ctx.client, stores, &ctx.placements).await? {
         Ok(server) => server,
@@ -152,6 +156,30 @@ async fn apply(tenant: &TenantDatabase, ctx: &Context, stores: &Stores) -> Resul
         Ok(secret) => secret,
         Err(failure) => return publish::failure(tenant, ctx, Some(&access.desired), failure).await,
     };
+    let mut access = access;
+    match (
+        &access.desired.cache,
+        tenant.status.as_ref().and_then(|s| s.cache.as_ref()),
+    ) {
+        (Some(intent), _) => {
+            match cache::provision(tenant, ctx, stores, intent, secret.existing.as_ref()).await? {
+                Ok(cache) => access.cache = Some(cache),
+                Err(failure) => return publish::failure(tenant, ctx, Some(&access.desired), failure).await,
+            }
+        }
+        (None, Some(recorded)) if recorded.key_prefix.is_some() => {
+            let failure = Failure {
+                reason: "CacheInUse",
+                message: format!(
+                    "spec.cache was taken out, but the tenant's cache on CacheServer {} holds its keys: put spec.cache back (taking a cache away on its own is not supported yet; deleting the tenant removes it as deletionPolicy says)",
+                    recorded.server
+                ),
+                permanent: true,
+            };
+            return publish::failure(tenant, ctx, Some(&access.desired), failure).await;
+        }
+        (None, _) => {}
+    }
     // Everything that talks to the server, the shared snapshot included,
     // runs in one of its slots: a hung server holds its own slots only.
     let Some(slot) = ctx.slots.enter(&access.desired.server).await else {
@@ -164,11 +192,15 @@ async fn apply(tenant: &TenantDatabase, ctx: &Context, stores: &Stores) -> Resul
             indexes: None,
             password_restored: false,
         };
-        return publish::provisioned(tenant, ctx, &access.desired, quiet).await;
+        let cache = access.cache.as_ref().map(|c| &c.status);
+        return publish::provisioned(tenant, ctx, &access.desired, cache, quiet).await;
     }
     look("locked", ctx);
     match provision::provision(tenant, ctx, &access, &secret).await? {
-        Ok(provisioned) => publish::provisioned(tenant, ctx, &access.desired, provisioned).await,
+        Ok(provisioned) => {
+            let cache = access.cache.as_ref().map(|c| &c.status);
+            publish::provisioned(tenant, ctx, &access.desired, cache, provisioned).await
+        }
         Err(failure) => publish::failure(tenant, ctx, Some(&access.desired), failure).await,
     }
 }

@@ -22,7 +22,7 @@ use super::gather::{Access, SecretState, owned_by};
 use super::provision::Provisioned;
 use super::{Failure, key, now};
 use crate::api::TenantDatabase;
-use crate::api::tenant_database::{IndexPhase, TenantDatabaseStatus};
+use crate::api::tenant_database::{CacheStatus, IndexPhase, TenantDatabaseStatus};
 use crate::connection_secret::{self, Endpoint};
 use crate::health;
 use crate::operator::OperatorError;
@@ -92,10 +92,11 @@ fn wanted_secret(tenant: &TenantDatabase, access: &Access, password: &Password) 
         port: u16::try_from(server.port).unwrap_or(5432),
         ssl_mode: server.ssl_mode,
     };
-    owned_secret(
-        tenant,
-        connection_secret::secret(&namespace, &access.desired, &endpoint, password),
-    )
+    let mut secret = connection_secret::secret(&namespace, &access.desired, &endpoint, password);
+    if let (Some(cache), Some(data)) = (&access.cache, secret.string_data.as_mut()) {
+        connection_secret::add_cache(data, &cache.keys);
+    }
+    owned_secret(tenant, secret)
 }
 
 /// The connection Secret as the operator writes it: `data` (what the API
@@ -117,6 +118,7 @@ pub async fn provisioned(
     tenant: &TenantDatabase,
     ctx: &Context,
     desired: &Desired,
+    cache: Option<&CacheStatus>,
     provisioned: Provisioned,
 ) -> Result<Action, OperatorError> {
     if provisioned.password_restored {
@@ -132,6 +134,7 @@ pub async fn provisioned(
     let now = now();
     let generation = tenant.metadata.generation;
     let mut new = status::provisioned(tenant.status.as_ref(), generation, Some(desired), Ok(()), &now);
+    new.cache = cache.cloned();
     let mut requeue = ctx.resync_jittered();
     match &provisioned.indexes {
         // Not looked at: none declared, or all seen Ready at this

@@ -1,0 +1,503 @@
+//! Between gather and recheck, for a tenant with `spec.cache`: its
+//! CacheServer (the one recorded in `status.cache.server`, else chosen and
+//! recorded before anything is set on a server), its Redis user made to
+//! match over the server's look of this resync period
+//! ([`crate::operator::cache_book`]), and the keys it adds to the
+//! connection Secret. Also the cache's removal, for a tenant deleted or
+//! whose `spec.cache` was taken out.
+//!
+//! A tenant's key prefix is checked, under the server's lock, against
+//! every tenant user the server holds (their key patterns, as `ACL LIST`
+//! shows them) and every tenant the operator's cache records on the same
+//! `host:port` — tenants still being removed included — so two tenants are
+//! never given overlapping key spaces.
+//!
+//! I/O: Redis (the look when due; `ACL SETUSER`/`ACL SAVE` only when the
+//! plan says; removal), and one status patch recording a placement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+
+use super::{Failure, key};
+use crate::admin_access::{AdminCredentials, Password};
+use crate::api::cache_server::AclPersistence;
+use crate::api::tenant_database::{CacheRemoval, CacheStatus};
+use crate::api::{CacheServer, TenantDatabase};
+use crate::cache::key_prefix::{Holder, held_before, overlap_error};
+use crate::cache::{self, Address, CacheError, DesiredCache, KeyPrefix, Removal, acl, apply, plan};
+use crate::connection_secret::{self, CacheKeys};
+use crate::operator::cache_server::address;
+use crate::operator::context::Context;
+use crate::operator::placement::selector_admits;
+use crate::operator::{OperatorError, Stores};
+use crate::reconcile::CacheIntent;
+
+/// How long recording a placement may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one reconcile may spend removing a tenant's keys before it
+/// records its progress and comes back.
+const SWEEP_TIME: Duration = Duration::from_secs(10);
+
+/// The tenant's cache, ready: the Secret's keys and the status to record.
+pub struct CacheAccess {
+    pub keys: CacheKeys,
+    pub status: CacheStatus,
+}
+
+/// Places the tenant's cache if it is not placed, and makes its Redis user
+/// match `intent`. The inner error is a failure to report.
+pub async fn provision(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    stores: &Stores,
+    intent: &CacheIntent,
+    secret: Option<&k8s_openapi::api::core::v1::Secret>,
+) -> Result<Result<CacheAccess, Failure>, OperatorError> {
+    let server = match locate(tenant, ctx, stores, intent).await? {
+        Ok(server) => server,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let server_name = server.name_any();
+    let credentials = match admin(ctx, &server).await? {
+        Ok(credentials) => credentials,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let recorded = tenant.status.as_ref().and_then(|s| s.cache.as_ref());
+    if let Some(recorded) = recorded.and_then(|c| c.key_prefix.as_deref())
+        && recorded != intent.prefix.as_str()
+    {
+        return Ok(Err(invalid(format!(
+            "{}: the tenant's keys are under {recorded:?}; changing the prefix of a provisioned cache is not supported",
+            cache::key_prefix::FIELD
+        ))));
+    }
+    let password = secret
+        .and_then(connection_secret::redis_password_of)
+        .unwrap_or_else(|| Password::new(crate::password::generate()));
+    let desired = DesiredCache {
+        user: intent.user.clone(),
+        prefix: intent.prefix.clone(),
+        commands: intent.commands,
+        password_hash: acl::password_hash(password.expose()),
+    };
+    let owner = key(tenant);
+    let address = address(&server);
+    let held = holders_on(stores, &address, &owner);
+    let max_tenants = server
+        .spec
+        .capacity
+        .as_ref()
+        .and_then(|c| c.max_tenants)
+        .and_then(|m| usize::try_from(m).ok());
+    let looked = ctx
+        .cache_book
+        .with(&address, &credentials, async |look| {
+            let users = &look.snapshot.users;
+            let on_server: Vec<(String, KeyPrefix)> = users
+                .iter()
+                .filter(|(user, _)| acl::is_tenant_user(user))
+                .filter_map(|(user, rules)| {
+                    let owner = acl::owner_of(user)?;
+                    let namespace = owner.split_once('/')?.0.to_owned();
+                    let prefix = KeyPrefix::parse(&namespace, acl::key_prefix_in(rules)?).ok()?;
+                    Some((owner, prefix))
+                })
+                .collect();
+            let mine = Holder {
+                owner: &owner,
+                prefix: &desired.prefix,
+                provisioned: users.contains_key(&desired.user),
+            };
+            let holders = on_server
+                .iter()
+                .map(|(owner, prefix)| Holder {
+                    owner,
+                    prefix,
+                    provisioned: true,
+                })
+                .chain(held.iter().map(|(owner, prefix, provisioned)| Holder {
+                    owner,
+                    prefix,
+                    provisioned: *provisioned,
+                }));
+            if let Some(holder) = held_before(&mine, holders) {
+                return Ok(Err(invalid(overlap_error(&desired.prefix, &holder).to_string())));
+            }
+            if !mine.provisioned && max_tenants.is_some_and(|max| on_server.len() >= max) {
+                return Ok(Err(Failure {
+                    reason: "CacheServerFull",
+                    message: format!(
+                        "CacheServer {server_name} holds {} tenants, its capacity.maxTenants",
+                        on_server.len()
+                    ),
+                    permanent: true,
+                }));
+            }
+            let template = &look.snapshot.templates[&desired.commands];
+            if let Some(step) = plan::plan(&desired, users, template) {
+                apply::apply(&address.server, &mut look.conn, &step, look.snapshot.acl_file).await?;
+                let cache::CacheStep::SetUser { why, .. } = &step;
+                tracing::info!(tenant = %owner, server = %address.server, "cache user {}", why.as_str());
+                let expected = template.expected(&desired.prefix, &desired.password_hash);
+                look.snapshot.users.insert(desired.user.clone(), expected);
+            }
+            Ok(Ok(look.snapshot.acl_file))
+        })
+        .await;
+    let acl_file = match looked {
+        Ok(Ok(acl_file)) => acl_file,
+        Ok(Err(failure)) => return Ok(Err(failure)),
+        Err(error) => return Ok(Err(unavailable(&error))),
+    };
+    Ok(Ok(CacheAccess {
+        keys: CacheKeys {
+            url: cache::redis_url(&address, &desired.user, password.expose()),
+            key_prefix: desired.prefix.as_str().to_owned(),
+            password,
+        },
+        status: CacheStatus {
+            server: server_name,
+            user: Some(desired.user),
+            key_prefix: Some(desired.prefix.as_str().to_owned()),
+            acl_persistence: Some(if acl_file {
+                AclPersistence::AclFile
+            } else {
+                AclPersistence::Memory
+            }),
+            removal: None,
+        },
+    }))
+}
+
+/// What removing a tenant's cache came to: the progress to record —
+/// `complete` when nothing is left to do (`Retain`: the user is off;
+/// `Delete`: the user and every key under the prefix are gone).
+pub type Removed = CacheRemoval;
+
+/// Removes the tenant's cache as `delete` (`deletionPolicy: Delete`) says:
+/// the user turned off and its connections closed (`Retain`), or removed
+/// with every key under its prefix (`Delete`: `SCAN MATCH` and `UNLINK` in
+/// batches for at most [`SWEEP_TIME`] a call, going on from the progress
+/// recorded in `status.cache.removal`, so an operator restart resumes; only
+/// a whole pass that finds no key ends it). The inner error is why it
+/// cannot proceed.
+pub async fn remove(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    stores: &Stores,
+    recorded: &CacheStatus,
+    delete: bool,
+) -> Result<Result<Removed, Failure>, OperatorError> {
+    let namespace = tenant.namespace().unwrap_or_default();
+    let Some(prefix) = recorded
+        .key_prefix
+        .as_deref()
+        .and_then(|p| KeyPrefix::parse(&namespace, p).ok())
+    else {
+        // Placed, never provisioned: there is no user and there are no keys.
+        return Ok(Ok(Removed {
+            complete: true,
+            ..Removed::default()
+        }));
+    };
+    let server = match found(stores, &recorded.server) {
+        Ok(server) => server,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let credentials = match admin(ctx, &server).await? {
+        Ok(credentials) => credentials,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let user = acl::user_name(&namespace, &tenant.name_any());
+    let from = recorded
+        .removal
+        .as_ref()
+        .map_or_else(apply::Sweep::default, |r| apply::Sweep {
+            cursor: r.cursor.parse().unwrap_or(0),
+            pass_found_keys: r.pass_found_keys,
+            keys_removed: u64::try_from(r.keys_removed).unwrap_or(0),
+            done: false,
+        });
+    let address = address(&server);
+    let removed = ctx
+        .cache_book
+        .with(&address, &credentials, async |look| {
+            let removal = plan::plan_removal(&user, &prefix, delete, &look.snapshot.users);
+            let sweep = apply::remove(
+                &address.server,
+                &mut look.conn,
+                &removal,
+                look.snapshot.acl_file,
+                from,
+                SWEEP_TIME,
+            )
+            .await?;
+            match &removal {
+                Removal::Disable { .. } => {
+                    if let Some(rules) = look.snapshot.users.get_mut(&user)
+                        && let Some(rest) = rules.strip_prefix("on ")
+                    {
+                        *rules = format!("off {rest}");
+                    }
+                }
+                Removal::Delete { .. } => {
+                    look.snapshot.users.remove(&user);
+                }
+                Removal::Nothing => {}
+            }
+            Ok(sweep)
+        })
+        .await;
+    match removed {
+        Ok(sweep) => Ok(Ok(CacheRemoval {
+            cursor: sweep.cursor.to_string(),
+            pass_found_keys: sweep.pass_found_keys,
+            keys_removed: i64::try_from(sweep.keys_removed).unwrap_or(i64::MAX),
+            complete: sweep.done,
+        })),
+        Err(error) => Ok(Err(unavailable(&error))),
+    }
+}
+
+/// Records `removed` in `status.cache.removal` (a merge patch of that
+/// field alone), so the next pass — after an operator restart too — goes
+/// on from there.
+pub async fn record_removal(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    removed: &Removed,
+) -> Result<(), OperatorError> {
+    let api: Api<TenantDatabase> =
+        Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let patch = json!({"status": {"cache": {"removal": removed}}});
+    tokio::time::timeout(
+        WRITE_TIMEOUT,
+        api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .map_err(|_| OperatorError::Timeout {
+        action: "recording the cache's removal".to_owned(),
+        after: WRITE_TIMEOUT,
+    })??;
+    Ok(())
+}
+
+/// The CacheServer the tenant's cache is on: the one recorded, else the
+/// one placement chooses (`spec.cache.server`, else the Ready server with
+/// the fewest tenants and room that admits the namespace), recorded in
+/// `status.cache.server` before anything is set on it.
+async fn locate(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    stores: &Stores,
+    intent: &CacheIntent,
+) -> Result<Result<Arc<CacheServer>, Failure>, OperatorError> {
+    let recorded = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.cache.as_ref())
+        .map(|c| c.server.clone());
+    let key = key(tenant);
+    if let Some(placed) = recorded.or_else(|| {
+        ctx.cache_placements
+            .try_lock()
+            .ok()
+            .and_then(|pending| pending.get(&key).cloned())
+    }) {
+        if let Some(wanted) = &intent.server
+            && *wanted != placed
+        {
+            return Ok(Err(Failure {
+                reason: "CacheServerChanged",
+                message: format!(
+                    "the tenant's cache is on CacheServer {placed}; moving it to {wanted} is not supported"
+                ),
+                permanent: true,
+            }));
+        }
+        return Ok(found(stores, &placed));
+    }
+    let namespace = tenant.namespace().unwrap_or_default();
+    let labels = stores.namespace_labels(&namespace);
+    let candidates: Vec<Arc<CacheServer>> = match &intent.server {
+        Some(name) => match found(stores, name) {
+            Ok(server) => vec![server],
+            Err(failure) => return Ok(Err(failure)),
+        },
+        None => stores
+            .cache_servers
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .collect(),
+    };
+    let admitted: Vec<Arc<CacheServer>> = candidates
+        .into_iter()
+        .filter(|s| selector_admits(s.spec.allowed_namespaces.as_ref(), &labels))
+        .collect();
+    let mut pending = ctx.cache_placements.lock().await;
+    let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for other in stores.all_tenants() {
+        let other_key = key_of(&other);
+        let on = other
+            .status
+            .as_ref()
+            .and_then(|s| s.cache.as_ref())
+            .map(|c| c.server.clone());
+        match on {
+            Some(server) => {
+                pending.remove(&other_key);
+                *used.entry(server).or_default() += 1;
+            }
+            None => {
+                if let Some(server) = pending.get(&other_key) {
+                    *used.entry(server.clone()).or_default() += 1;
+                }
+            }
+        }
+    }
+    let room = |s: &CacheServer| {
+        let max = s
+            .spec
+            .capacity
+            .as_ref()
+            .and_then(|c| c.max_tenants)
+            .map(i64::from);
+        let used = used.get(&s.name_any()).copied().unwrap_or(0) as i64;
+        max.map_or(i64::MAX - used, |m| m - used)
+    };
+    let Some(server) = admitted.into_iter().filter(|s| room(s) > 0).max_by(|a, b| {
+        room(a)
+            .cmp(&room(b))
+            .then_with(|| b.name_any().cmp(&a.name_any()))
+    }) else {
+        let message = match &intent.server {
+            Some(name) => format!(
+                "CacheServer {name} does not admit namespace {namespace} (spec.allowedNamespaces) or has no room (capacity.maxTenants)"
+            ),
+            None => format!("no Ready CacheServer admits namespace {namespace} with room for another tenant"),
+        };
+        return Ok(Err(Failure {
+            reason: "NoCacheServerAvailable",
+            message,
+            permanent: true,
+        }));
+    };
+    let name = server.name_any();
+    let patch = json!({"status": {"cache": {"server": name}}});
+    let api: Api<TenantDatabase> = Api::namespaced(ctx.client.clone(), &namespace);
+    tokio::time::timeout(
+        WRITE_TIMEOUT,
+        api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .map_err(|_| OperatorError::Timeout {
+        action: format!("recording the cache's placement on {name}"),
+        after: WRITE_TIMEOUT,
+    })??;
+    pending.insert(key, name);
+    Ok(Ok(server))
+}
+
+/// The cached CacheServer `name`, or the (transient) failure to find it.
+fn found(stores: &Stores, name: &str) -> Result<Arc<CacheServer>, Failure> {
+    stores
+        .cache_servers
+        .get(&ObjectRef::new(name))
+        .ok_or_else(|| Failure {
+            reason: "CacheServerNotFound",
+            message: format!("CacheServer {name} not found"),
+            permanent: false,
+        })
+}
+
+/// The admin credentials of `server`, or the failure to report.
+async fn admin(
+    ctx: &Context,
+    server: &CacheServer,
+) -> Result<Result<AdminCredentials, Failure>, OperatorError> {
+    let reference = &server.spec.admin_secret_ref;
+    Ok(match ctx.admin_credentials(reference).await? {
+        Some(Ok(credentials)) => Ok(credentials),
+        Some(Err(error)) => Err(Failure {
+            reason: "CacheAdminSecretInvalid",
+            message: error.to_string(),
+            permanent: false,
+        }),
+        None => Err(Failure {
+            reason: "CacheAdminSecretMissing",
+            message: format!(
+                "admin Secret {}/{} of CacheServer {} not found",
+                reference.namespace,
+                reference.name,
+                server.name_any()
+            ),
+            permanent: false,
+        }),
+    })
+}
+
+/// Every other tenant the operator's cache records on the Redis at
+/// `address` (through any CacheServer naming it) with its key prefix, and
+/// whether it holds it already (provisioned, or being removed).
+fn holders_on(stores: &Stores, address: &Address, me: &str) -> Vec<(String, KeyPrefix, bool)> {
+    stores
+        .all_tenants()
+        .iter()
+        .filter_map(|tenant| {
+            let owner = key_of(tenant);
+            let cache = tenant.status.as_ref()?.cache.as_ref()?;
+            let server = stores.cache_servers.get(&ObjectRef::new(&cache.server))?;
+            if owner == me || server.spec.host != address.host || server.spec.port != i32::from(address.port)
+            {
+                return None;
+            }
+            let namespace = tenant.namespace().unwrap_or_default();
+            let provisioned = cache.key_prefix.is_some() || tenant.metadata.deletion_timestamp.is_some();
+            let prefix = match &cache.key_prefix {
+                Some(recorded) => KeyPrefix::parse(&namespace, recorded).ok()?,
+                None => {
+                    let chosen = tenant.spec.cache.as_ref()?.key_prefix.as_deref();
+                    KeyPrefix::resolve(&namespace, &tenant.name_any(), chosen).ok()?
+                }
+            };
+            Some((owner, prefix, provisioned))
+        })
+        .collect()
+}
+
+fn key_of(tenant: &TenantDatabase) -> String {
+    format!("{}/{}", tenant.namespace().unwrap_or_default(), tenant.name_any())
+}
+
+fn invalid(message: String) -> Failure {
+    Failure {
+        reason: "InvalidSpec",
+        message,
+        permanent: true,
+    }
+}
+
+fn unavailable(error: &CacheError) -> Failure {
+    Failure {
+        reason: if error.is_rejected() {
+            "CacheAdminLoginFailed"
+        } else {
+            "CacheUnavailable"
+        },
+        message: error.to_string(),
+        permanent: false,
+    }
+}
