@@ -1196,6 +1196,15 @@ async fn a_tenant_with_a_cache_gets_redis_access_to_its_own_keys_repaired_and_re
     )
     .await;
     let ns = cluster.namespace("cached").await;
+    // Cache logins every second, for the health checks below.
+    Api::<tenantdb::api::CacheServer>::all(cluster.client.clone())
+        .patch(
+            &cache,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"healthCheck": {"interval": "1s", "loginInterval": "1s", "loginsPerSecond": 100}}})),
+        )
+        .await
+        .unwrap();
     // A short resync: drift is repaired on the next one.
     let operator = Operator::start(&cluster, Duration::from_secs(2));
     // No cache server named: placement picks the one Ready server.
@@ -1305,9 +1314,28 @@ async fn a_tenant_with_a_cache_gets_redis_access_to_its_own_keys_repaired_and_re
         "same password"
     );
 
-    // Redis restarted without an ACL file: every tenant user is gone, and
-    // set again (same password) once the operator sees the new run_id.
+    // The cache health monitor logs in as each tenant: status says so.
+    let cache_health = |t: &TenantDatabase| {
+        let cache = t.status.as_ref()?.cache.clone()?;
+        Some((cache.reachable?, cache.latency_ms.is_some(), cache.message))
+    };
+    let healthy = wait_for(&cluster, &ns, "acme", "a cache login", |t| {
+        cache_health(t).is_some_and(|(reachable, latency, _)| reachable && latency)
+    })
+    .await;
+    assert!(healthy.status.unwrap().cache.unwrap().checked_at.is_some());
+
+    // Redis down: the tenant's cache is unreachable, and says why. Then it
+    // comes back without an ACL file: every tenant user is gone, and set
+    // again (same password) once the operator sees the new run_id.
     drop((app, again, admin));
+    redis.kill();
+    let down = wait_for(&cluster, &ns, "acme", "its cache unreachable", |t| {
+        cache_health(t).is_some_and(|(reachable, ..)| !reachable)
+    })
+    .await;
+    let message = down.status.unwrap().cache.unwrap().message.unwrap_or_default();
+    assert!(message.contains("does not answer"), "{message}");
     redis.restart().unwrap();
     let mut admin = redis_admin(&redis).await;
     support::wait_until("the users are set again after a restart", async || {
@@ -1317,6 +1345,10 @@ async fn a_tenant_with_a_cache_gets_redis_access_to_its_own_keys_repaired_and_re
     let mut after_restart = redis_app(&url).await;
     let pong: String = redis::cmd("PING").query_async(&mut after_restart).await.unwrap();
     assert_eq!(pong, "PONG");
+    wait_for(&cluster, &ns, "acme", "its cache reachable again", |t| {
+        cache_health(t).is_some_and(|(reachable, ..)| reachable)
+    })
+    .await;
 
     // Deleted with deletionPolicy Delete: the user and exactly its keys go
     // (SCAN and UNLINK in batches); the other tenant's keys stay.

@@ -16,7 +16,7 @@ fn validator() -> SchemaValidator {
             serde_norway::from_str(&text).unwrap()
         })
         .collect();
-    assert_eq!(crds.len(), 2);
+    assert_eq!(crds.len(), 3);
     SchemaValidator::for_crds(&crds).unwrap()
 }
 

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, SecretReference, conditions_list_schema};
+use super::common::{Condition, DURATION_PATTERN, SecretReference, conditions_list_schema};
 
 /// Desired state of a Redis server in the fleet.
 // Each printcolumn(...) repeats type_/json_path keys, which clippy misreads
@@ -57,6 +57,13 @@ use super::common::{Condition, SecretReference, conditions_list_schema};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.host == oldSelf.host && self.port == oldSelf.port",
+        "message": "host and port are immutable: tenants' users and keys live on this server; create another CacheServer for another one",
+        "reason": "FieldValueForbidden"
+    }
+]))]
 pub struct CacheServerSpec {
     /// Host name or IP address of the server.
     #[schemars(
@@ -83,6 +90,32 @@ pub struct CacheServerSpec {
     /// Budget that placement checks against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CacheCapacity>,
+
+    /// How the operator watches the tenants' caches on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<CacheHealthCheckSpec>,
+}
+
+/// How tenants' caches are checked on one server. Every field has a default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheHealthCheckSpec {
+    /// How often the server is pinged as the admin user. Default: 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+
+    /// How often each tenant's login (its user and the Secret's password,
+    /// `AUTH` and `PING`) is tried, at most. Default: 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub login_interval: Option<String>,
+
+    /// Tenant logins per second the server is asked for at most, across
+    /// all its tenants. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1000.0))]
+    pub logins_per_second: Option<f64>,
 }
 
 fn default_port() -> i32 {

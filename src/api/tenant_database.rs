@@ -452,6 +452,20 @@ pub struct CacheStatus {
     /// they live until a restart and tenantdb applies them again after one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl_persistence: Option<super::cache_server::AclPersistence>,
+    /// Whether the last login as the tenant's user (`AUTH` and `PING`, with
+    /// the Secret's password) worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// That login's time in milliseconds, smoothed; written when it moves
+    /// to another bucket (250, 1000, 2500 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// When `reachable` and `latencyMs` were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// Why the login failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// A deletion under way (`deletionPolicy: Delete`): how far removing
     /// the tenant's keys got, to go on from after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]

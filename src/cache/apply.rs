@@ -76,8 +76,25 @@ pub async fn remove(
     sweep: Sweep,
     budget: Duration,
 ) -> Result<Sweep, CacheError> {
+    remove_user(server, conn, removal, acl_file).await?;
     match removal {
-        Removal::Nothing => Ok(Sweep { done: true, ..sweep }),
+        Removal::Delete { pattern, .. } => unlink_matching(server, conn, pattern, sweep, budget).await,
+        Removal::Nothing | Removal::Disable { .. } => Ok(Sweep { done: true, ..sweep }),
+    }
+}
+
+/// The user's part of `removal`: `off`, its connections closed and the ACL
+/// file saved (`Disable`); `ACL DELUSER` and the ACL file saved (`Delete`).
+/// Every step is sent each time, so a retry after a partial failure (the
+/// user already off or gone, the save or the kill not done) completes it.
+pub async fn remove_user(
+    server: &str,
+    conn: &mut MultiplexedConnection,
+    removal: &Removal,
+    acl_file: bool,
+) -> Result<(), CacheError> {
+    match removal {
+        Removal::Nothing => Ok(()),
         Removal::Disable { user } => {
             let () = redis::cmd("ACL")
                 .arg("SETUSER")
@@ -95,10 +112,9 @@ pub async fn remove(
                 .query_async(conn)
                 .await
                 .map_err(|e| CacheError::redis(server, &format!("CLIENT KILL USER {user}"), e))?;
-            save(server, conn, acl_file).await?;
-            Ok(Sweep { done: true, ..sweep })
+            save(server, conn, acl_file).await
         }
-        Removal::Delete { user, pattern } => {
+        Removal::Delete { user, .. } => {
             if let Some(user) = user {
                 // Also closes the user's connections.
                 let _: i64 = redis::cmd("ACL")
@@ -107,11 +123,24 @@ pub async fn remove(
                     .query_async(conn)
                     .await
                     .map_err(|e| CacheError::redis(server, &format!("ACL DELUSER {user}"), e))?;
-                save(server, conn, acl_file).await?;
             }
-            unlink_matching(server, conn, pattern, sweep, budget).await
+            // Saved even when the user was already gone: an earlier
+            // attempt may have removed it and failed to save.
+            save(server, conn, acl_file).await
         }
     }
+}
+
+/// Goes on removing the keys matching `pattern` from `sweep`, for about
+/// `budget` (see [`remove`]).
+pub async fn sweep(
+    server: &str,
+    conn: &mut MultiplexedConnection,
+    pattern: &str,
+    sweep: Sweep,
+    budget: Duration,
+) -> Result<Sweep, CacheError> {
+    unlink_matching(server, conn, pattern, sweep, budget).await
 }
 
 /// Unlinks the keys matching `pattern`, a `SCAN` batch at a time from

@@ -85,7 +85,7 @@ pub enum Removal {
     /// `Retain`: the user is turned off (`ACL SETUSER <user> off`) and its
     /// connections closed (`CLIENT KILL USER`); keys, password and rules stay.
     Disable { user: String },
-    /// `Retain`, the user already off or gone: nothing to do.
+    /// `Retain`, the user gone: nothing to do.
     Nothing,
     /// `Delete`: the user is removed (`ACL DELUSER`, which also closes its
     /// connections) when it exists, then the keys matching `pattern` are
@@ -108,11 +108,13 @@ pub fn plan_removal(
             pattern: prefix.pattern(),
         };
     }
+    // Disabled again even when it shows `off`: the kill and the save of
+    // an earlier attempt may not have happened.
     match existing {
-        Some(rules) if acl::is_enabled(rules) => Removal::Disable {
+        Some(_) => Removal::Disable {
             user: user.to_owned(),
         },
-        _ => Removal::Nothing,
+        None => Removal::Nothing,
     }
 }
 
@@ -194,17 +196,19 @@ mod tests {
     }
 
     #[test]
-    fn retain_disables_an_enabled_user_once() {
+    fn retain_disables_a_user_that_exists_even_when_it_shows_off() {
         let d = desired();
         let on = template().expected(&d.prefix, &d.password_hash);
         assert_eq!(
             plan_removal(&d.user, &d.prefix, false, &users(&on)),
             Removal::Disable { user: d.user.clone() }
         );
+        // An earlier attempt may have turned it off and failed to close
+        // its connections or save the ACL file: all of it again.
         let off = on.replacen("on", "off", 1);
         assert_eq!(
             plan_removal(&d.user, &d.prefix, false, &users(&off)),
-            Removal::Nothing
+            Removal::Disable { user: d.user.clone() }
         );
         assert_eq!(
             plan_removal(&d.user, &d.prefix, false, &BTreeMap::new()),

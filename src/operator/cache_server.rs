@@ -147,7 +147,9 @@ pub fn error_policy(server: Arc<CacheServer>, error: &OperatorError, ctx: Arc<Co
 pub fn address(server: &CacheServer) -> Address {
     Address {
         server: server.name_any(),
-        host: server.spec.host.clone(),
+        // Host names are case-insensitive: one Redis is one entry of the
+        // cache book however it is spelled.
+        host: server.spec.host.to_ascii_lowercase(),
         port: u16::try_from(server.spec.port).unwrap_or(6379),
     }
 }

@@ -53,6 +53,8 @@ pub struct Context {
     /// Cache placements written and not yet cached (tenant key → server),
     /// under the cache placement lock.
     pub cache_placements: tokio::sync::Mutex<HashMap<String, String>>,
+    /// What the cache health monitor found of each tenant's cache.
+    pub cache_health: super::cache_monitor::CacheHealthBook,
     failures: Mutex<HashMap<String, u32>>,
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
@@ -83,6 +85,7 @@ impl Context {
             index_looks: Default::default(),
             cache_book: super::cache_book::CacheBook::new(resync),
             cache_placements: Default::default(),
+            cache_health: Default::default(),
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
         }

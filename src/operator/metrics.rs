@@ -98,6 +98,8 @@ pub struct Metrics {
     pub cache_server_up: Family<ServerLabel, Gauge>,
     pub cache_server_memory: Family<ServerLabel, Gauge>,
     pub cache_server_latency: Family<ServerLabel, Gauge<f64, AtomicU64>>,
+    pub tenant_cache_up: Family<TenantLabels, Gauge>,
+    pub tenant_cache_latency: Family<TenantLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -212,6 +214,16 @@ impl Default for Metrics {
             "cache_server_latency_seconds",
             "How long the admin user's last look at the cache server took",
         );
+        let tenant_cache_up: Family<TenantLabels, Gauge> = register(
+            &mut registry,
+            "tenant_cache_up",
+            "1 when the last login as the tenant's Redis user (AUTH and PING) worked",
+        );
+        let tenant_cache_latency: Family<TenantLabels, Gauge<f64, AtomicU64>> = register(
+            &mut registry,
+            "tenant_cache_latency_seconds",
+            "Connect, AUTH and PING as the tenant's Redis user, at the last login check",
+        );
         Self {
             registry,
             reconciliations,
@@ -235,6 +247,8 @@ impl Default for Metrics {
             cache_server_up,
             cache_server_memory,
             cache_server_latency,
+            tenant_cache_up,
+            tenant_cache_latency,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod bulkhead;
 mod cache_book;
+mod cache_monitor;
 mod cache_server;
 mod catalog;
 mod context;
@@ -468,6 +469,11 @@ async fn controllers(
         });
     // Aborted when the controllers end or are dropped (fenced).
     let _monitor = AbortOnDrop(tokio::spawn(monitor::run(
+        ctx.clone(),
+        stores.clone(),
+        stopped.clone(),
+    )));
+    let _cache_monitor = AbortOnDrop(tokio::spawn(cache_monitor::run(
         ctx.clone(),
         stores.clone(),
         stopped.clone(),

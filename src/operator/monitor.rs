@@ -135,7 +135,7 @@ pub struct HealthBook {
     tenants: Mutex<HashMap<String, TenantRecord>>,
     /// Per server: its policy, and why its last health query failed.
     servers: Mutex<HashMap<String, (HealthPolicy, Option<String>)>>,
-    tenant_changed: broadcast::Sender<String>,
+    pub(super) tenant_changed: broadcast::Sender<String>,
     server_changed: broadcast::Sender<String>,
 }
 

@@ -114,6 +114,11 @@ impl ThrowawayRedis {
         Ok(())
     }
 
+    /// Stops the server (an outage) until [`Self::restart`].
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
     fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
             let _ = server.kill();

@@ -77,9 +77,35 @@ pub async fn provision(
             cache::key_prefix::FIELD
         ))));
     }
-    let password = secret
-        .and_then(connection_secret::redis_password_of)
-        .unwrap_or_else(|| Password::new(crate::password::generate()));
+    let recorded_prefix = recorded.and_then(|c| c.key_prefix.clone());
+    let password = match secret.and_then(connection_secret::redis_password_of) {
+        Some(password) => password,
+        // A cache provisioned before whose cached Secret shows no password
+        // may be a copy older than the Secret's last write: read it fresh
+        // rather than set a new password the application does not have.
+        None if recorded_prefix.is_some() => {
+            let namespace = tenant.namespace().unwrap_or_default();
+            let name = tenant
+                .status
+                .as_ref()
+                .and_then(|s| s.secret_name.clone())
+                .unwrap_or_else(|| format!("{}-db", tenant.name_any()));
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(ctx.client.clone(), &namespace);
+            let fresh = tokio::time::timeout(WRITE_TIMEOUT, secrets.get_opt(&name))
+                .await
+                .map_err(|_| OperatorError::Timeout {
+                    action: "reading the connection Secret".to_owned(),
+                    after: WRITE_TIMEOUT,
+                })??;
+            fresh
+                .as_ref()
+                .and_then(connection_secret::redis_password_of)
+                .unwrap_or_else(|| Password::new(crate::password::generate()))
+        }
+        None => Password::new(crate::password::generate()),
+    };
+
     let desired = DesiredCache {
         user: intent.user.clone(),
         prefix: intent.prefix.clone(),
@@ -109,10 +135,13 @@ pub async fn provision(
                     Some((owner, prefix))
                 })
                 .collect();
+            // Recorded before its user was first set: a user lost in a
+            // restart, or removed by hand, does not make its tenant lose
+            // its prefix to another.
             let mine = Holder {
                 owner: &owner,
                 prefix: &desired.prefix,
-                provisioned: users.contains_key(&desired.user),
+                provisioned: users.contains_key(&desired.user) || recorded_prefix.is_some(),
             };
             let holders = on_server
                 .iter()
@@ -140,7 +169,22 @@ pub async fn provision(
                 }));
             }
             let template = &look.snapshot.templates[&desired.commands];
-            if let Some(step) = plan::plan(&desired, users, template) {
+            let step = plan::plan(&desired, users, template);
+            // The user and prefix are recorded before the user is first
+            // set (and after the checks above), so a deletion, a spec
+            // change or another tenant's overlap check never misses a user
+            // that exists.
+            if step.is_some()
+                && recorded_prefix.is_none()
+                && let Err(error) = record_claim(tenant, ctx, &server_name, intent).await
+            {
+                return Ok(Err(Failure {
+                    reason: "CacheUnavailable",
+                    message: format!("recording the cache's key prefix: {error}"),
+                    permanent: false,
+                }));
+            }
+            if let Some(step) = step {
                 apply::apply(&address.server, &mut look.conn, &step, look.snapshot.acl_file).await?;
                 let cache::CacheStep::SetUser { why, .. } = &step;
                 tracing::info!(tenant = %owner, server = %address.server, "cache user {}", why.as_str());
@@ -170,7 +214,7 @@ pub async fn provision(
             } else {
                 AclPersistence::Memory
             }),
-            removal: None,
+            ..CacheStatus::default()
         },
     }))
 }
@@ -225,19 +269,14 @@ pub async fn remove(
             done: false,
         });
     let address = address(&server);
-    let removed = ctx
+    // The user's part under the server's lock (it changes what the
+    // server's look shows); the keys after, on a connection of their own,
+    // so a tenant with millions of keys never holds the lock.
+    let removal = ctx
         .cache_book
         .with(&address, &credentials, async |look| {
             let removal = plan::plan_removal(&user, &prefix, delete, &look.snapshot.users);
-            let sweep = apply::remove(
-                &address.server,
-                &mut look.conn,
-                &removal,
-                look.snapshot.acl_file,
-                from,
-                SWEEP_TIME,
-            )
-            .await?;
+            apply::remove_user(&address.server, &mut look.conn, &removal, look.snapshot.acl_file).await?;
             match &removal {
                 Removal::Disable { .. } => {
                     if let Some(rules) = look.snapshot.users.get_mut(&user)
@@ -251,10 +290,25 @@ pub async fn remove(
                 }
                 Removal::Nothing => {}
             }
-            Ok(sweep)
+            Ok(removal)
         })
         .await;
-    match removed {
+    let removal = match removal {
+        Ok(removal) => removal,
+        Err(error) => return Ok(Err(unavailable(&error))),
+    };
+    let Removal::Delete { pattern, .. } = &removal else {
+        return Ok(Ok(CacheRemoval {
+            complete: true,
+            ..CacheRemoval::default()
+        }));
+    };
+    let swept = async {
+        let mut conn =
+            cache::connect::connect(&address, &credentials.username, credentials.password.expose()).await?;
+        apply::sweep(&address.server, &mut conn, pattern, from, SWEEP_TIME).await
+    };
+    match swept.await {
         Ok(sweep) => Ok(Ok(CacheRemoval {
             cursor: sweep.cursor.to_string(),
             pass_found_keys: sweep.pass_found_keys,
@@ -288,6 +342,31 @@ pub async fn record_removal(
     Ok(())
 }
 
+/// Records the tenant's user and key prefix in `status.cache` (with its
+/// server) before the user is first set.
+async fn record_claim(
+    tenant: &TenantDatabase,
+    ctx: &Context,
+    server: &str,
+    intent: &CacheIntent,
+) -> Result<(), OperatorError> {
+    let api: Api<TenantDatabase> =
+        Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let patch = json!({"status": {"cache": {
+        "server": server, "user": intent.user, "keyPrefix": intent.prefix.as_str(),
+    }}});
+    tokio::time::timeout(
+        WRITE_TIMEOUT,
+        api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .map_err(|_| OperatorError::Timeout {
+        action: "recording the cache's key prefix".to_owned(),
+        after: WRITE_TIMEOUT,
+    })??;
+    Ok(())
+}
+
 /// The CacheServer the tenant's cache is on: the one recorded, else the
 /// one placement chooses (`spec.cache.server`, else the Ready server with
 /// the fewest tenants and room that admits the namespace), recorded in
@@ -304,12 +383,10 @@ async fn locate(
         .and_then(|s| s.cache.as_ref())
         .map(|c| c.server.clone());
     let key = key(tenant);
-    if let Some(placed) = recorded.or_else(|| {
-        ctx.cache_placements
-            .try_lock()
-            .ok()
-            .and_then(|pending| pending.get(&key).cloned())
-    }) {
+    // The placement lock first: a placement this process made that the
+    // cache does not show yet counts as recorded.
+    let mut pending = ctx.cache_placements.lock().await;
+    if let Some(placed) = recorded.or_else(|| pending.get(&key).cloned()) {
         if let Some(wanted) = &intent.server
             && *wanted != placed
         {
@@ -347,7 +424,6 @@ async fn locate(
         .into_iter()
         .filter(|s| selector_admits(s.spec.allowed_namespaces.as_ref(), &labels))
         .collect();
-    let mut pending = ctx.cache_placements.lock().await;
     let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for other in stores.all_tenants() {
         let other_key = key_of(&other);
@@ -460,8 +536,8 @@ fn holders_on(stores: &Stores, address: &Address, me: &str) -> Vec<(String, KeyP
             let owner = key_of(tenant);
             let cache = tenant.status.as_ref()?.cache.as_ref()?;
             let server = stores.cache_servers.get(&ObjectRef::new(&cache.server))?;
-            if owner == me || server.spec.host != address.host || server.spec.port != i32::from(address.port)
-            {
+            let theirs = crate::operator::cache_server::address(&server);
+            if owner == me || (theirs.host.as_str(), theirs.port) != (address.host.as_str(), address.port) {
                 return None;
             }
             let namespace = tenant.namespace().unwrap_or_default();

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::{LEAVE_DATA, cache, gather, key, provision, publish};
 use crate::api::TenantDatabase;
-use crate::api::tenant_database::DeletionPolicy;
+use crate::api::tenant_database::{CacheRemoval, DeletionPolicy};
 use crate::operator::context::Context;
 use crate::operator::{OperatorError, Stores, bulkhead};
 use crate::reconcile::{self, Mode};
@@ -40,6 +40,21 @@ pub async fn cleanup(
         let delete = tenant.spec.deletion_policy == DeletionPolicy::Delete && !leave_data;
         let removed = match cache::remove(tenant, ctx, stores, recorded, delete).await? {
             Ok(removed) => removed,
+            // The way out when the cache server is gone for good: the
+            // annotation lets the tenant go, and says what may be left.
+            Err(failure) if leave_data && failure.reason == "CacheServerNotFound" => {
+                let note = format!(
+                    "{LEAVE_DATA}=true: {}; Redis user {} (and keys under {:?}) may remain wherever that server is",
+                    failure.message,
+                    recorded.user.as_deref().unwrap_or_default(),
+                    recorded.key_prefix.as_deref().unwrap_or_default()
+                );
+                ctx.event(tenant, true, "DataLeft", note).await;
+                CacheRemoval {
+                    complete: true,
+                    ..CacheRemoval::default()
+                }
+            }
             Err(failure) => {
                 let reason = format!("its cache: {}", failure.message);
                 return publish::deletion_blocked(tenant, ctx, &reason).await;

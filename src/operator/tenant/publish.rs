@@ -135,6 +135,9 @@ pub async fn provisioned(
     let generation = tenant.metadata.generation;
     let mut new = status::provisioned(tenant.status.as_ref(), generation, Some(desired), Ok(()), &now);
     new.cache = cache.cloned();
+    if let (Some(cache), Some(health)) = (new.cache.as_mut(), ctx.cache_health.published(&key(tenant))) {
+        health.apply(cache);
+    }
     let mut requeue = ctx.resync_jittered();
     match &provisioned.indexes {
         // Not looked at: none declared, or all seen Ready at this
@@ -188,6 +191,9 @@ pub async fn failure(
     );
     if let Some(server) = new.server.clone() {
         with_health(&mut new, tenant, ctx, &server, &now);
+    }
+    if let (Some(cache), Some(health)) = (new.cache.as_mut(), ctx.cache_health.published(&key(tenant))) {
+        health.apply(cache);
     }
     ctx.metrics
         .errors
