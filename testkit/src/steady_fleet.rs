@@ -17,8 +17,9 @@
 //!    Ready with a login, the benchmark waits those 4 minutes and a minute
 //!    with no API writes.
 //! 2. **The quiet fleet**: the servers' `healthCheck` back to the defaults
-//!    (2 logins a second, 30 s health query, 5-minute logins, hourly
-//!    sizes, 5-minute heartbeat; the operator's 5-minute resync); once a
+//!    (1 login a second, 30 s health query, 5-minute logins, hourly
+//!    sizes of databases written to, 5-minute heartbeat; the operator's
+//!    5-minute resync); once a
 //!    minute passes with no API writes, a window of one resync period plus
 //!    the servers' reported login rotation is measured: the operator's API
 //!    requests (audit log), each server's admin statements by cause
