@@ -139,7 +139,8 @@ impl Args {
     }
 
     /// The DatabaseServer's `healthCheck` settings the options set: in the
-    /// steady state both; with `--memory-only` those given.
+    /// steady state both, and a login budget that lets every tenant log in
+    /// every login interval; with `--memory-only` those given.
     fn health_check(&self) -> serde_json::Value {
         let mut settings = serde_json::Map::new();
         let (interval, login) = if self.memory_only {
@@ -152,6 +153,11 @@ impl Args {
         }
         if let Some(seconds) = login {
             settings.insert("loginInterval".into(), format!("{seconds}s").into());
+        }
+        if !self.memory_only {
+            // Every tenant every `--login-seconds`: the server's login
+            // budget (1 a second by default) must not be what limits them.
+            settings.insert("loginsPerSecond".into(), 1000.into());
         }
         settings.into()
     }
