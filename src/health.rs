@@ -76,29 +76,47 @@ impl HealthPolicy {
         let Some(spec) = &server.spec.health_check else {
             return defaults;
         };
-        let duration = |text: &Option<String>, default: Duration| {
-            text.as_deref()
-                .and_then(|t| parse_millis(t).ok())
-                .and_then(|ms| u64::try_from(ms).ok())
-                .map_or(default, |ms| Duration::from_millis(ms.max(100)))
-        };
+        let logins = Self::logins(&spec.interval, &spec.login_interval, spec.logins_per_second);
         Self {
-            interval: duration(&spec.interval, defaults.interval),
-            login_interval: duration(&spec.login_interval, defaults.login_interval),
-            login_budget_milli: spec
-                .logins_per_second
-                .filter(|rate| rate.is_finite() && *rate >= 0.01)
-                .map_or(defaults.login_budget_milli, |rate| {
-                    (rate.min(1000.0) * 1000.0).round() as u64
-                }),
-            size_interval: duration(&spec.size_interval, defaults.size_interval),
+            size_interval: period(&spec.size_interval, defaults.size_interval),
             utilization_threshold: spec
                 .utilization_threshold
                 .filter(|t| (1..=100).contains(t))
                 .unwrap_or(defaults.utilization_threshold),
-            status_heartbeat: duration(&spec.status_heartbeat, defaults.status_heartbeat),
+            status_heartbeat: period(&spec.status_heartbeat, defaults.status_heartbeat),
+            ..logins
         }
     }
+
+    /// The defaults with the interval, login interval and login budget a
+    /// spec gives (a DatabaseServer's or a CacheServer's `healthCheck`),
+    /// by the same rules as [`HealthPolicy::of`].
+    pub fn logins(
+        interval: &Option<String>,
+        login_interval: &Option<String>,
+        per_second: Option<f64>,
+    ) -> Self {
+        let defaults = Self::default();
+        Self {
+            interval: period(interval, defaults.interval),
+            login_interval: period(login_interval, defaults.login_interval),
+            login_budget_milli: per_second
+                .filter(|rate| rate.is_finite() && *rate >= 0.01)
+                .map_or(defaults.login_budget_milli, |rate| {
+                    (rate.min(1000.0) * 1000.0).round() as u64
+                }),
+            ..defaults
+        }
+    }
+}
+
+/// A duration field of a `healthCheck`: missing or unparsable keeps
+/// `default` (the CRD schema refuses unparsable ones); never under 100 ms.
+fn period(text: &Option<String>, default: Duration) -> Duration {
+    text.as_deref()
+        .and_then(|t| parse_millis(t).ok())
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(default, |ms| Duration::from_millis(ms.max(100)))
 }
 
 /// Connections of one database, by state, as the server query read them.

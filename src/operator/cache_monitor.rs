@@ -23,10 +23,9 @@ use redis::aio::MultiplexedConnection;
 use super::Stores;
 use super::cache_server::address;
 use super::context::Context;
-use super::metrics::{ServerLabel, TenantLabels};
-use super::monitor::LoginBudget;
+use super::metrics::ServerLabel;
+use super::monitor::{LoginBudget, key, labels};
 use crate::api::CacheServer;
-use crate::api::duration::parse_millis;
 use crate::api::tenant_database::CacheStatus;
 use crate::cache;
 use crate::connection_secret;
@@ -95,26 +94,9 @@ impl CacheHealthBook {
 /// A CacheServer's health policy from its `spec.healthCheck` (the fields
 /// the database's policy shares: interval, login interval and budget).
 pub fn policy(server: &CacheServer) -> HealthPolicy {
-    let defaults = HealthPolicy::default();
-    let Some(spec) = &server.spec.health_check else {
-        return defaults;
-    };
-    let duration = |text: &Option<String>, default: Duration| {
-        text.as_deref()
-            .and_then(|t| parse_millis(t).ok())
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map_or(default, |ms| Duration::from_millis(ms.max(100)))
-    };
-    HealthPolicy {
-        interval: duration(&spec.interval, defaults.interval),
-        login_interval: duration(&spec.login_interval, defaults.login_interval),
-        login_budget_milli: spec
-            .logins_per_second
-            .filter(|rate| rate.is_finite() && *rate >= 0.01)
-            .map_or(defaults.login_budget_milli, |rate| {
-                (rate.min(1000.0) * 1000.0).round() as u64
-            }),
-        ..defaults
+    match &server.spec.health_check {
+        None => HealthPolicy::default(),
+        Some(spec) => HealthPolicy::logins(&spec.interval, &spec.login_interval, spec.logins_per_second),
     }
 }
 
@@ -357,18 +339,6 @@ fn forget_tenant(ctx: &Context, key: &str) {
     let labels = labels(key);
     ctx.metrics.tenant_cache_up.remove(&labels);
     ctx.metrics.tenant_cache_latency.remove(&labels);
-}
-
-fn key(tenant: &crate::api::TenantDatabase) -> String {
-    format!("{}/{}", tenant.namespace().unwrap_or_default(), tenant.name_any())
-}
-
-fn labels(key: &str) -> TenantLabels {
-    let (namespace, tenant) = key.split_once('/').unwrap_or(("", key));
-    TenantLabels {
-        namespace: namespace.to_owned(),
-        tenant: tenant.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -207,11 +207,11 @@ impl HealthBook {
     }
 }
 
-fn key(tenant: &TenantDatabase) -> String {
+pub(super) fn key(tenant: &TenantDatabase) -> String {
     format!("{}/{}", tenant.namespace().unwrap_or_default(), tenant.name_any())
 }
 
-fn labels(key: &str) -> TenantLabels {
+pub(super) fn labels(key: &str) -> TenantLabels {
     let (namespace, tenant) = key.split_once('/').unwrap_or(("", key));
     TenantLabels {
         namespace: namespace.to_owned(),
