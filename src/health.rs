@@ -493,12 +493,16 @@ pub fn latency_moved(old: Option<i64>, new: Option<i64>) -> bool {
     }
 }
 
-/// Smooths login latency over checks (exponentially weighted, a third for
-/// the newest), so one slow login on a busy machine is not news.
+/// Smooths login latency over checks, so one slow login on a busy machine
+/// is not news: a slower login counts for a third (exponentially weighted),
+/// a faster one at once — a server that answers quickly again shows it at
+/// the next login, instead of creeping back over many (a fleet whose first
+/// logins ran under load, provisioning say, would otherwise rewrite its
+/// statuses one by one for hours as each crossed back into its bucket).
 pub fn smoothed_latency(previous: Option<i64>, latest: i64) -> i64 {
     match previous {
-        Some(previous) => (previous * 2 + latest + 1) / 3,
-        None => latest,
+        Some(previous) if latest > previous => (previous * 2 + latest + 1) / 3,
+        _ => latest,
     }
 }
 
@@ -539,6 +543,21 @@ pub fn worth_writing(
 mod tests {
     use super::*;
     use crate::api::tenant_database::PoolStatus;
+
+    #[test]
+    fn a_slow_login_counts_a_third_and_a_fast_one_at_once() {
+        assert_eq!(smoothed_latency(None, 300), 300);
+        assert_eq!(smoothed_latency(Some(150), 450), 250);
+        // Back to normal after a spike: one login, one bucket move.
+        assert_eq!(smoothed_latency(Some(309), 150), 150);
+        assert!(latency_moved(Some(309), Some(smoothed_latency(Some(309), 150))));
+        // Jitter around a quiet 150 ms never reaches the next bucket.
+        let mut latency = 150;
+        for latest in [400, 150, 400, 150, 400, 150] {
+            latency = smoothed_latency(Some(latency), latest);
+            assert!(!latency_moved(Some(150), Some(latency)), "{latency}");
+        }
+    }
 
     fn time(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())

@@ -500,10 +500,14 @@ async fn twenty_ready_tenants_cost_no_writes_and_restarts_keep_passwords() {
     // Requests counted by the API server itself (its apiserver_request_total).
     let cluster = TestCluster::start().await;
     let server = server_name("quiet");
+    // A PostgreSQL of its own: the server's connections in use (status,
+    // written when they move by a tenth of max_connections) are this
+    // operator's alone, not those of every test sharing a server.
+    let (_postgres, admin) = own_postgres("quiet_admin").await;
     add_server_with(
         &cluster,
         &server,
-        support::admin().await,
+        &admin,
         json!({"healthCheck": {"interval": "1s", "loginInterval": "2s", "loginsPerSecond": 100}}),
     )
     .await;

@@ -69,23 +69,24 @@ pub async fn reconcile(
         }
         Some(Ok(credentials)) => {
             let (pool, _) = ctx.pools.get(&server, &credentials);
-            let started = Instant::now();
             let probed = async {
                 let mut conn = pool.acquire().await?;
+                // The round trips alone: opening a connection (a restart,
+                // an idle pool's first use) is not the server being slow.
+                let started = Instant::now();
                 let probe = admin_access::probe_on(&mut conn).await?;
                 let in_use: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity")
                     .fetch_one(&mut *conn)
                     .await?;
-                Ok::<_, sqlx::Error>((probe, in_use))
+                Ok::<_, sqlx::Error>((probe, in_use, started.elapsed()))
             };
             let probed = match tokio::time::timeout(Duration::from_secs(10), probed).await {
                 Ok(result) => result,
                 Err(_) => Err(sqlx::Error::PoolTimedOut),
             };
             match probed {
-                Ok((probe, in_use)) => {
-                    status.latency_ms =
-                        Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+                Ok((probe, in_use, latency)) => {
+                    status.latency_ms = Some(i64::try_from(latency.as_millis()).unwrap_or(i64::MAX));
                     status.server_version = Some(probe.server_version.clone());
                     status.max_connections = Some(probe.max_connections);
                     status.connections_in_use = Some(i32::try_from(in_use).unwrap_or(i32::MAX));

@@ -282,6 +282,7 @@ async fn write_status(
     if !health::worth_writing(tenant.status.as_ref(), &new, heartbeat, &now()) {
         return Ok(());
     }
+    tracing::debug!(tenant = %tenant.name_any(), old = ?tenant.status, ?new, "status worth writing");
     let api: Api<TenantDatabase> =
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "tenantdb.io/v1alpha1", "kind": "TenantDatabase", "status": new});
