@@ -1137,7 +1137,7 @@ async fn kubectl_get_cs_shows_cache_servers_and_a_refused_admin_login_says_why()
             .collect::<Vec<_>>()
     };
     assert!(listed.starts_with("NAME"), "{listed}");
-    for column in ["HOST", "READY", "VERSION", "MEMORY", "ACLS", "AGE"] {
+    for column in ["HOST", "READY", "VERSION", "TENANTS", "MEMORY", "ACLS", "AGE"] {
         assert!(
             listed.lines().next().unwrap().contains(column),
             "{column}: {listed}"
@@ -1146,8 +1146,9 @@ async fn kubectl_get_cs_shows_cache_servers_and_a_refused_admin_login_says_why()
     let good_row = row(&good);
     assert_eq!(good_row[1..3], [redis.host(), "True"], "{listed}");
     assert!(good_row[3].starts_with("7."), "{listed}");
-    assert!(good_row[4].ends_with("/unlimited"), "{listed}");
-    assert_eq!(good_row[5], "memory", "no aclfile on this server: {listed}");
+    assert_eq!(good_row[4], "0", "no tenant placed here: {listed}");
+    assert!(good_row[5].ends_with("/unlimited"), "{listed}");
+    assert_eq!(good_row[6], "memory", "no aclfile on this server: {listed}");
     assert_eq!(row(&refused)[1..3], [redis.host(), "False"], "{listed}");
 }
 
@@ -1234,6 +1235,12 @@ async fn a_tenant_with_a_cache_gets_redis_access_to_its_own_keys_repaired_and_re
         Some(format!("{ns}:acme:").as_str())
     );
     wait_ready(&cluster, &ns, "other").await;
+    // The server counts its tenants (`kubectl get cs.tenantdb.io` shows it).
+    let caches = Api::<tenantdb::api::CacheServer>::all(cluster.client.clone());
+    support::wait_until("the CacheServer counts 2 tenants", async || {
+        caches.get(&cache).await.unwrap().status.and_then(|s| s.tenants) == Some(2)
+    })
+    .await;
     // A prefix that covers acme's (provisioned) is refused, naming the field.
     add_tenant(
         &cluster,

@@ -43,6 +43,12 @@ use super::common::{Condition, DURATION_PATTERN, SecretReference, conditions_lis
         description = "redis_version"
     ),
     printcolumn(
+        name = "Tenants",
+        type_ = "integer",
+        json_path = ".status.tenants",
+        description = "Tenants whose cache is placed here"
+    ),
+    printcolumn(
         name = "Memory",
         type_ = "string",
         json_path = ".status.memory",
@@ -161,6 +167,10 @@ pub struct CacheServerStatus {
     /// `redis_version` reported by the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+
+    /// Tenants whose cache is placed on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<i32>,
 
     /// Where the server keeps ACL users.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -483,6 +483,11 @@ pub struct CacheRemoval {
     /// Whether the current pass found keys: only a whole pass that finds
     /// none ends the removal.
     pub pass_found_keys: bool,
+    /// The server's `run_id` the cursor belongs to: a cursor of a server
+    /// since restarted (its keys maybe reloaded in another order) is not
+    /// gone on from; a new pass starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// The cache is removed as `deletionPolicy` says (what remains of the
     /// deletion is the database's).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

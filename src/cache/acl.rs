@@ -145,6 +145,34 @@ pub fn key_prefix_in(rules: &str) -> Option<&str> {
     })
 }
 
+/// The password hash `rules` (as `ACL LIST` renders them) hold, if any.
+pub fn password_hash_in(rules: &str) -> Option<&str> {
+    rules.split(' ').find_map(|rule| rule.strip_prefix('#'))
+}
+
+/// The tenants a server's users (from [`parse_list`]) give key space to:
+/// owner (`namespace/name`) and key prefix, for the overlap check. Users
+/// that are not tenantdb's, or whose pattern is no valid prefix of their
+/// namespace, hold nothing.
+pub fn tenant_prefixes(users: &BTreeMap<String, String>) -> Vec<(String, KeyPrefix)> {
+    users
+        .iter()
+        .filter_map(|(user, rules)| tenant_prefix(user, rules))
+        .collect()
+}
+
+/// The owner and key prefix of one user, when it is a tenant's (see
+/// [`tenant_prefixes`]).
+pub fn tenant_prefix(user: &str, rules: &str) -> Option<(String, KeyPrefix)> {
+    if !is_tenant_user(user) {
+        return None;
+    }
+    let owner = owner_of(user)?;
+    let namespace = owner.split_once('/')?.0.to_owned();
+    let prefix = KeyPrefix::parse(&namespace, key_prefix_in(rules)?).ok()?;
+    Some((owner, prefix))
+}
+
 /// The lowercase hex SHA-256 of `password`: how Redis stores it (`#<hash>`).
 pub fn password_hash(password: &str) -> String {
     Sha256::digest(password.as_bytes())

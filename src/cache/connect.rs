@@ -20,6 +20,18 @@ pub struct Address {
     pub port: u16,
 }
 
+impl Address {
+    /// Where `server` listens. Host names are case-insensitive: one Redis
+    /// is one address however it is spelled.
+    pub fn of(server: &crate::api::CacheServer) -> Self {
+        Address {
+            server: kube::ResourceExt::name_any(server),
+            host: server.spec.host.to_ascii_lowercase(),
+            port: u16::try_from(server.spec.port).unwrap_or(6379),
+        }
+    }
+}
+
 /// How long connecting and each reply may take.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 

@@ -18,6 +18,9 @@
 //! character (`*`, `?`, `[`, `]`, `\`) can reach an ACL key pattern or a
 //! `SCAN MATCH`, and no space or control character can split an ACL rule.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
 use crate::reconcile::SpecError;
 
 /// The longest prefix accepted, in bytes.
@@ -133,6 +136,92 @@ pub fn held_before<'a>(
     })
 }
 
+/// The key prefixes the tenant users of one server hold, by prefix: the
+/// overlap check of one tenant costs a lookup per byte of its prefix and a
+/// range scan, not a pass over every tenant of the server.
+#[derive(Clone, Debug, Default)]
+pub struct PrefixIndex {
+    owners: BTreeMap<KeyPrefix, BTreeSet<String>>,
+    count: usize,
+}
+
+impl PrefixIndex {
+    /// `owner` (`namespace/name`) holds `prefix`.
+    pub fn insert(&mut self, prefix: KeyPrefix, owner: String) {
+        if self.owners.entry(prefix).or_default().insert(owner) {
+            self.count += 1;
+        }
+    }
+
+    /// `owner` no longer holds `prefix`.
+    pub fn remove(&mut self, prefix: &KeyPrefix, owner: &str) {
+        if let Some(owners) = self.owners.get_mut(prefix.as_str()) {
+            if owners.remove(owner) {
+                self.count -= 1;
+            }
+            if owners.is_empty() {
+                self.owners.remove(prefix.as_str());
+            }
+        }
+    }
+
+    /// How many (owner, prefix) pairs are held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Every holder whose prefix overlaps `mine`: those whose prefix is a
+    /// prefix of `mine` (one lookup per length), then those whose prefix
+    /// starts with `mine` (sorted right after it).
+    pub fn overlapping<'a>(&'a self, mine: &'a KeyPrefix) -> impl Iterator<Item = Holder<'a>> + 'a {
+        let text = mine.as_str();
+        let shorter = (1..=text.len())
+            .filter(move |&end| text.is_char_boundary(end))
+            .filter_map(move |end| self.owners.get_key_value(&text[..end]));
+        let longer = self
+            .owners
+            .range::<str, _>((Bound::Excluded(text), Bound::Unbounded))
+            .take_while(move |(prefix, _)| prefix.as_str().starts_with(text));
+        shorter.chain(longer).flat_map(|(prefix, owners)| {
+            owners.iter().map(move |owner| Holder {
+                owner,
+                prefix,
+                provisioned: true,
+            })
+        })
+    }
+}
+
+impl std::borrow::Borrow<str> for KeyPrefix {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Every overlapping pair among `prefixes`, as positions `(i, j)` with
+/// `i < j`, each pair once: sorted, a prefix's overlaps are the entries
+/// right after it that start with it (anything sorting between a prefix
+/// and a longer key that starts with it starts with it too), so the cost
+/// is a sort plus the pairs found — not every pair of a fleet.
+pub fn overlapping_pairs(prefixes: &[&KeyPrefix]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..prefixes.len()).collect();
+    order.sort_by(|&a, &b| prefixes[a].cmp(prefixes[b]));
+    let mut pairs = Vec::new();
+    for (at, &i) in order.iter().enumerate() {
+        for &j in order[at + 1..]
+            .iter()
+            .take_while(|&&j| prefixes[j].as_str().starts_with(prefixes[i].as_str()))
+        {
+            pairs.push((i.min(j), i.max(j)));
+        }
+    }
+    pairs
+}
+
 /// The refusal for `mine` when `holder` holds an overlapping prefix; the
 /// other tenant's prefix is named, never anything of its credentials.
 pub fn overlap_error(mine: &KeyPrefix, holder: &Holder<'_>) -> SpecError {
@@ -154,6 +243,62 @@ mod tests {
 
     fn prefix(p: &str) -> KeyPrefix {
         KeyPrefix::parse("acme", p).unwrap()
+    }
+
+    #[test]
+    fn the_index_finds_exactly_the_overlapping_holders() {
+        let held = ["acme:a", "acme:a:", "acme:ab", "acme:b:", "acme:a:x:y", "acme:"];
+        let mut index = PrefixIndex::default();
+        for (i, p) in held.iter().enumerate() {
+            index.insert(prefix(p), format!("acme/t{i}"));
+        }
+        index.insert(prefix("acme:a"), "acme/twin".into());
+        assert_eq!(index.len(), 7);
+        for mine in ["acme:a:", "acme:a:x", "acme:b", "acme:c:", "acme:ab:", "acme:"] {
+            let mine = prefix(mine);
+            let mut found: Vec<String> = index.overlapping(&mine).map(|h| h.owner.to_owned()).collect();
+            found.sort();
+            let mut expected: Vec<String> = held
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| prefix(p).overlaps(&mine))
+                .map(|(i, _)| format!("acme/t{i}"))
+                .collect();
+            if prefix("acme:a").overlaps(&mine) {
+                expected.push("acme/twin".into());
+            }
+            expected.sort();
+            assert_eq!(found, expected, "{mine}");
+        }
+        index.remove(&prefix("acme:a"), "acme/twin");
+        index.remove(&prefix("acme:a"), "acme/t0");
+        assert_eq!(index.len(), 5);
+        let mine = prefix("acme:ab");
+        let found: Vec<&str> = index.overlapping(&mine).map(|h| h.owner).collect();
+        assert_eq!(found, ["acme/t5", "acme/t2"]);
+    }
+
+    #[test]
+    fn overlapping_pairs_are_found_after_a_sort_and_each_once() {
+        let prefixes: Vec<KeyPrefix> = ["acme:b", "acme:a:", "acme:ab", "acme:a", "acme:c:", "acme:a:x"]
+            .into_iter()
+            .map(prefix)
+            .collect();
+        let refs: Vec<&KeyPrefix> = prefixes.iter().collect();
+        let mut found = overlapping_pairs(&refs);
+        found.sort();
+        // By brute force: the same pairs.
+        let mut expected = Vec::new();
+        for i in 0..refs.len() {
+            for j in i + 1..refs.len() {
+                if refs[i].overlaps(refs[j]) {
+                    expected.push((i, j));
+                }
+            }
+        }
+        assert_eq!(found, expected);
+        assert_eq!(found, vec![(1, 3), (1, 5), (2, 3), (3, 5)]);
+        assert!(overlapping_pairs(&[&prefix("acme:x:"), &prefix("acme:y:")]).is_empty());
     }
 
     #[test]

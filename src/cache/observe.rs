@@ -11,6 +11,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::acl::{self, Commands, Template};
 use super::error::CacheError;
+use super::key_prefix::PrefixIndex;
 
 /// The oldest Redis tenantdb provisions on: 7.0 has read-only key patterns
 /// (`%R~`) and refuses `SORT … BY/GET` to users limited to some keys.
@@ -19,8 +20,12 @@ pub const MIN_VERSION: (u32, u32) = (7, 0);
 /// What one Redis server looks like to tenantdb.
 #[derive(Clone)]
 pub struct Snapshot {
-    /// Every user's rules as `ACL LIST` renders them.
+    /// Every user's rules as `ACL LIST` renders them. Changed only through
+    /// [`Snapshot::set_user`] and [`Snapshot::remove_user`], which keep
+    /// `prefixes` in step.
     pub users: BTreeMap<String, String>,
+    /// The key prefixes its tenant users hold ([`acl::tenant_prefixes`]).
+    pub prefixes: PrefixIndex,
     /// How this server renders each command profile.
     pub templates: BTreeMap<Commands, Template>,
     /// `redis_version`.
@@ -48,6 +53,26 @@ impl std::fmt::Debug for Snapshot {
             .field("used_memory", &self.used_memory)
             .field("max_memory", &self.max_memory)
             .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    /// `user` now has `rules` on the server (as `ACL LIST` renders them).
+    pub fn set_user(&mut self, user: &str, rules: String) {
+        self.remove_user(user);
+        if let Some((owner, prefix)) = acl::tenant_prefix(user, &rules) {
+            self.prefixes.insert(prefix, owner);
+        }
+        self.users.insert(user.to_owned(), rules);
+    }
+
+    /// `user` is gone from the server.
+    pub fn remove_user(&mut self, user: &str) {
+        if let Some(rules) = self.users.remove(user)
+            && let Some((owner, prefix)) = acl::tenant_prefix(user, &rules)
+        {
+            self.prefixes.remove(&prefix, &owner);
+        }
     }
 }
 
@@ -108,8 +133,13 @@ pub async fn observe(server: &str, conn: &mut MultiplexedConnection) -> Result<S
         templates.insert(commands, template);
         users.remove(&acl::probe_user(commands));
     }
+    let mut prefixes = PrefixIndex::default();
+    for (owner, prefix) in acl::tenant_prefixes(&users) {
+        prefixes.insert(prefix, owner);
+    }
     Ok(Snapshot {
         users,
+        prefixes,
         templates,
         version,
         run_id: fields.get("run_id").cloned().unwrap_or_default(),

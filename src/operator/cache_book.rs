@@ -20,12 +20,16 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 
 use crate::admin_access::AdminCredentials;
+use crate::cache::key_prefix::PrefixIndex;
 use crate::cache::{self, Address, CacheError, Snapshot};
 
 /// One server's admin connection and look.
 pub struct Look {
     pub conn: MultiplexedConnection,
     pub snapshot: Snapshot,
+    /// The prefixes the operator's tenants record as held on this server,
+    /// indexed by the first tenant of the look that needs them.
+    pub recorded: Option<PrefixIndex>,
     taken: Instant,
 }
 
@@ -96,6 +100,7 @@ impl CacheBook {
                 Ok::<_, CacheError>(Look {
                     conn,
                     snapshot,
+                    recorded: None,
                     taken: Instant::now(),
                 })
             };

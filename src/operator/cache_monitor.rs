@@ -21,13 +21,13 @@ use kube::ResourceExt;
 use redis::aio::MultiplexedConnection;
 
 use super::Stores;
-use super::cache_server::address;
 use super::context::Context;
 use super::metrics::ServerLabel;
 use super::monitor::{LoginBudget, key, labels};
 use crate::api::CacheServer;
 use crate::api::tenant_database::CacheStatus;
 use crate::cache;
+use crate::cache::Address;
 use crate::connection_secret;
 use crate::health::{self, HealthPolicy};
 
@@ -142,7 +142,7 @@ async fn sample(
     watch: &mut ServerWatch,
 ) {
     let name = server.name_any();
-    let address = address(server);
+    let address = Address::of(server);
     let now = Instant::now();
     let checked_at = Time(k8s_openapi::jiff::Timestamp::now());
     // The tenants provisioned here (their user set), not being deleted.
@@ -297,7 +297,7 @@ async fn sample(
 async fn ping(
     ctx: &Context,
     server: &CacheServer,
-    address: &cache::Address,
+    address: &Address,
     admin: &mut Option<MultiplexedConnection>,
 ) -> Result<(), String> {
     if admin.is_none() {

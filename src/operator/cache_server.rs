@@ -6,7 +6,8 @@
 //! metrics).
 //!
 //! I/O: reads the admin Secret (through the context's cache), three round
-//! trips to the Redis server, and at most one status patch.
+//! trips to the Redis server, and at most one status patch. The tenants
+//! placed on the server are counted from the tenant controller's cache.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,20 +18,36 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::OperatorError;
 use super::context::{Context, FIELD_MANAGER};
 use super::metrics::{ControllerLabel, ReconcileLabels, ServerLabel};
+use super::{OperatorError, Stores};
 use crate::api::CacheServer;
 use crate::api::cache_server::{AclPersistence, CacheServerStatus};
 use crate::cache::{self, Address, CacheError};
 use crate::status::set_condition;
 
-pub async fn reconcile(server: Arc<CacheServer>, ctx: Arc<Context>) -> Result<Action, OperatorError> {
+pub async fn reconcile(
+    server: Arc<CacheServer>,
+    ctx: Arc<(Arc<Context>, Stores)>,
+) -> Result<Action, OperatorError> {
+    let (ctx, stores) = (&ctx.0, &ctx.1);
     let name = server.name_any();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let generation = server.metadata.generation;
     let mut status = server.status.clone().unwrap_or_default();
     status.observed_generation = generation;
+    // The tenants placed here, from the tenant controller's cache.
+    let tenants = stores
+        .all_tenants()
+        .iter()
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.cache.as_ref())
+                .is_some_and(|c| c.server == name)
+        })
+        .count();
+    status.tenants = Some(i32::try_from(tenants).unwrap_or(i32::MAX));
 
     let reference = &server.spec.admin_secret_ref;
     let outcome: Result<(), (&str, String)> = match ctx.admin_credentials(reference).await? {
@@ -43,7 +60,7 @@ pub async fn reconcile(server: Arc<CacheServer>, ctx: Arc<Context>) -> Result<Ac
         )),
         Some(Err(error)) => Err(("AdminSecretInvalid", error.to_string())),
         Some(Ok(credentials)) => {
-            let address = address(&server);
+            let address = Address::of(&server);
             let started = Instant::now();
             let observed = async {
                 let mut conn =
@@ -138,20 +155,13 @@ pub async fn reconcile(server: Arc<CacheServer>, ctx: Arc<Context>) -> Result<Ac
     Ok(Action::requeue(ctx.resync_jittered()))
 }
 
-pub fn error_policy(server: Arc<CacheServer>, error: &OperatorError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    server: Arc<CacheServer>,
+    error: &OperatorError,
+    ctx: Arc<(Arc<Context>, Stores)>,
+) -> Action {
     tracing::warn!(server = %server.name_any(), %error, "cache server status failed; retrying");
-    Action::requeue(ctx.backoff(&format!("cacheserver/{}", server.name_any())))
-}
-
-/// Where `server` listens.
-pub fn address(server: &CacheServer) -> Address {
-    Address {
-        server: server.name_any(),
-        // Host names are case-insensitive: one Redis is one entry of the
-        // cache book however it is spelled.
-        host: server.spec.host.to_ascii_lowercase(),
-        port: u16::try_from(server.spec.port).unwrap_or(6379),
-    }
+    Action::requeue(ctx.0.backoff(&format!("cacheserver/{}", server.name_any())))
 }
 
 /// `used/max` in binary units (`max` 0: no limit).

@@ -507,7 +507,11 @@ async fn controllers(
             .trigger_backoff(EachWatchBacksOffAlone)
             .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
             .graceful_shutdown_on(wait_for(stopped.clone()))
-            .run(cache_server::reconcile, cache_server::error_policy, ctx.clone())
+            .run(
+                cache_server::reconcile,
+                cache_server::error_policy,
+                Arc::new((ctx.clone(), stores.clone())),
+            )
             .for_each(|result| async move {
                 if let Err(error) = result {
                     tracing::debug!(%error, "cache server controller");

@@ -8,13 +8,16 @@
 //!
 //! A tenant's key prefix is checked, under the server's lock, against
 //! every tenant user the server holds (their key patterns, as `ACL LIST`
-//! shows them) and every tenant the operator's cache records on the same
-//! `host:port` — tenants still being removed included — so two tenants are
-//! never given overlapping key spaces.
+//! shows them) and every tenant the operator's cache records as holding a
+//! prefix on the same `host:port` — tenants still being removed, or whose
+//! user was lost, included — so two tenants are never given overlapping
+//! key spaces. Both are indexed by prefix once per look: a tenant's check
+//! costs a lookup per byte of its prefix, not a pass over the fleet.
 //!
 //! I/O: Redis (the look when due; `ACL SETUSER`/`ACL SAVE` only when the
 //! plan says; removal), and one status patch recording a placement.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +31,9 @@ use crate::admin_access::{AdminCredentials, Password};
 use crate::api::cache_server::AclPersistence;
 use crate::api::tenant_database::{CacheRemoval, CacheStatus};
 use crate::api::{CacheServer, TenantDatabase};
-use crate::cache::key_prefix::{Holder, held_before, overlap_error};
+use crate::cache::key_prefix::{Holder, PrefixIndex, held_before, overlap_error};
 use crate::cache::{self, Address, CacheError, DesiredCache, KeyPrefix, Removal, acl, apply, plan};
 use crate::connection_secret::{self, CacheKeys};
-use crate::operator::cache_server::address;
 use crate::operator::context::Context;
 use crate::operator::placement::selector_admits;
 use crate::operator::{OperatorError, Stores};
@@ -113,8 +115,7 @@ pub async fn provision(
         password_hash: acl::password_hash(password.expose()),
     };
     let owner = key(tenant);
-    let address = address(&server);
-    let held = holders_on(stores, &address, &owner);
+    let address = Address::of(&server);
     let max_tenants = server
         .spec
         .capacity
@@ -124,17 +125,8 @@ pub async fn provision(
     let looked = ctx
         .cache_book
         .with(&address, &credentials, async |look| {
+            let recorded_here = look.recorded.get_or_insert_with(|| recorded_on(stores, &address));
             let users = &look.snapshot.users;
-            let on_server: Vec<(String, KeyPrefix)> = users
-                .iter()
-                .filter(|(user, _)| acl::is_tenant_user(user))
-                .filter_map(|(user, rules)| {
-                    let owner = acl::owner_of(user)?;
-                    let namespace = owner.split_once('/')?.0.to_owned();
-                    let prefix = KeyPrefix::parse(&namespace, acl::key_prefix_in(rules)?).ok()?;
-                    Some((owner, prefix))
-                })
-                .collect();
             // Recorded before its user was first set: a user lost in a
             // restart, or removed by hand, does not make its tenant lose
             // its prefix to another.
@@ -143,27 +135,20 @@ pub async fn provision(
                 prefix: &desired.prefix,
                 provisioned: users.contains_key(&desired.user) || recorded_prefix.is_some(),
             };
-            let holders = on_server
-                .iter()
-                .map(|(owner, prefix)| Holder {
-                    owner,
-                    prefix,
-                    provisioned: true,
-                })
-                .chain(held.iter().map(|(owner, prefix, provisioned)| Holder {
-                    owner,
-                    prefix,
-                    provisioned: *provisioned,
-                }));
+            let holders = look
+                .snapshot
+                .prefixes
+                .overlapping(&desired.prefix)
+                .chain(recorded_here.overlapping(&desired.prefix));
             if let Some(holder) = held_before(&mine, holders) {
                 return Ok(Err(invalid(overlap_error(&desired.prefix, &holder).to_string())));
             }
-            if !mine.provisioned && max_tenants.is_some_and(|max| on_server.len() >= max) {
+            let on_server = look.snapshot.prefixes.len();
+            if !mine.provisioned && max_tenants.is_some_and(|max| on_server >= max) {
                 return Ok(Err(Failure {
                     reason: "CacheServerFull",
                     message: format!(
-                        "CacheServer {server_name} holds {} tenants, its capacity.maxTenants",
-                        on_server.len()
+                        "CacheServer {server_name} holds {on_server} tenants, its capacity.maxTenants"
                     ),
                     permanent: true,
                 }));
@@ -189,7 +174,7 @@ pub async fn provision(
                 let cache::CacheStep::SetUser { why, .. } = &step;
                 tracing::info!(tenant = %owner, server = %address.server, "cache user {}", why.as_str());
                 let expected = template.expected(&desired.prefix, &desired.password_hash);
-                look.snapshot.users.insert(desired.user.clone(), expected);
+                look.snapshot.set_user(&desired.user, expected);
             }
             Ok(Ok(look.snapshot.acl_file))
         })
@@ -259,44 +244,36 @@ pub async fn remove(
         Err(failure) => return Ok(Err(failure)),
     };
     let user = acl::user_name(&namespace, &tenant.name_any());
-    let from = recorded
-        .removal
-        .as_ref()
-        .map_or_else(apply::Sweep::default, |r| apply::Sweep {
-            cursor: r.cursor.parse().unwrap_or(0),
-            pass_found_keys: r.pass_found_keys,
-            keys_removed: u64::try_from(r.keys_removed).unwrap_or(0),
-            done: false,
-        });
-    let address = address(&server);
+    let address = Address::of(&server);
     // The user's part under the server's lock (it changes what the
     // server's look shows); the keys after, on a connection of their own,
     // so a tenant with millions of keys never holds the lock.
     let removal = ctx
         .cache_book
         .with(&address, &credentials, async |look| {
+            let run_id = look.snapshot.run_id.clone();
             let removal = plan::plan_removal(&user, &prefix, delete, &look.snapshot.users);
             apply::remove_user(&address.server, &mut look.conn, &removal, look.snapshot.acl_file).await?;
             match &removal {
                 Removal::Disable { .. } => {
-                    if let Some(rules) = look.snapshot.users.get_mut(&user)
-                        && let Some(rest) = rules.strip_prefix("on ")
-                    {
-                        *rules = format!("off {rest}");
+                    if let Some(rest) = look.snapshot.users.get(&user).and_then(|r| r.strip_prefix("on ")) {
+                        let off = format!("off {rest}");
+                        look.snapshot.set_user(&user, off);
                     }
                 }
                 Removal::Delete { .. } => {
-                    look.snapshot.users.remove(&user);
+                    look.snapshot.remove_user(&user);
                 }
                 Removal::Nothing => {}
             }
-            Ok(removal)
+            Ok((removal, run_id))
         })
         .await;
-    let removal = match removal {
-        Ok(removal) => removal,
+    let (removal, run_id) = match removal {
+        Ok(removed) => removed,
         Err(error) => return Ok(Err(unavailable(&error))),
     };
+    let from = resumed(recorded.removal.as_ref(), &run_id);
     let Removal::Delete { pattern, .. } = &removal else {
         return Ok(Ok(CacheRemoval {
             complete: true,
@@ -313,9 +290,34 @@ pub async fn remove(
             cursor: sweep.cursor.to_string(),
             pass_found_keys: sweep.pass_found_keys,
             keys_removed: i64::try_from(sweep.keys_removed).unwrap_or(i64::MAX),
+            run_id: Some(run_id),
             complete: sweep.done,
         })),
         Err(error) => Ok(Err(unavailable(&error))),
+    }
+}
+
+/// Where a removal goes on from: the recorded cursor and pass, when they
+/// belong to the server's `run_id` now; after a restart (or with no
+/// record) a new pass from cursor 0 — a cursor of the old process means
+/// nothing to the new one, and only a whole pass of the server as it is
+/// may prove the prefix empty. The count of keys removed carries on.
+fn resumed(recorded: Option<&CacheRemoval>, run_id: &str) -> apply::Sweep {
+    let Some(recorded) = recorded else {
+        return apply::Sweep::default();
+    };
+    let keys_removed = u64::try_from(recorded.keys_removed).unwrap_or(0);
+    if recorded.run_id.as_deref() != Some(run_id) {
+        return apply::Sweep {
+            keys_removed,
+            ..apply::Sweep::default()
+        };
+    }
+    apply::Sweep {
+        cursor: recorded.cursor.parse().unwrap_or(0),
+        pass_found_keys: recorded.pass_found_keys,
+        keys_removed,
+        done: false,
     }
 }
 
@@ -525,33 +527,37 @@ async fn admin(
     })
 }
 
-/// Every other tenant the operator's cache records on the Redis at
-/// `address` (through any CacheServer naming it) with its key prefix, and
-/// whether it holds it already (provisioned, or being removed).
-fn holders_on(stores: &Stores, address: &Address, me: &str) -> Vec<(String, KeyPrefix, bool)> {
-    stores
-        .all_tenants()
-        .iter()
-        .filter_map(|tenant| {
-            let owner = key_of(tenant);
-            let cache = tenant.status.as_ref()?.cache.as_ref()?;
-            let server = stores.cache_servers.get(&ObjectRef::new(&cache.server))?;
-            let theirs = crate::operator::cache_server::address(&server);
-            if owner == me || (theirs.host.as_str(), theirs.port) != (address.host.as_str(), address.port) {
-                return None;
-            }
-            let namespace = tenant.namespace().unwrap_or_default();
-            let provisioned = cache.key_prefix.is_some() || tenant.metadata.deletion_timestamp.is_some();
-            let prefix = match &cache.key_prefix {
-                Some(recorded) => KeyPrefix::parse(&namespace, recorded).ok()?,
-                None => {
-                    let chosen = tenant.spec.cache.as_ref()?.key_prefix.as_deref();
-                    KeyPrefix::resolve(&namespace, &tenant.name_any(), chosen).ok()?
-                }
-            };
-            Some((owner, prefix, provisioned))
-        })
-        .collect()
+/// The key prefixes the operator's cache records as held on the Redis at
+/// `address` (through any CacheServer naming it): tenants provisioned
+/// there, those whose user was lost (a restart, a hand `ACL DELUSER`) and
+/// those being removed included. Built once per server per look (one pass
+/// over the tenants, each server's address worked out once); a prefix
+/// recorded later is on the server too, set under the same lock.
+fn recorded_on(stores: &Stores, address: &Address) -> PrefixIndex {
+    let mut addresses: HashMap<String, bool> = HashMap::new();
+    let mut index = PrefixIndex::default();
+    for tenant in stores.all_tenants() {
+        let Some(cache) = tenant.status.as_ref().and_then(|s| s.cache.as_ref()) else {
+            continue;
+        };
+        let Some(recorded) = cache.key_prefix.as_deref() else {
+            continue;
+        };
+        let here = *addresses.entry(cache.server.clone()).or_insert_with(|| {
+            stores
+                .cache_servers
+                .get(&ObjectRef::new(&cache.server))
+                .is_some_and(|server| {
+                    let theirs = Address::of(&server);
+                    (theirs.host.as_str(), theirs.port) == (address.host.as_str(), address.port)
+                })
+        });
+        let namespace = tenant.namespace().unwrap_or_default();
+        if let (true, Ok(prefix)) = (here, KeyPrefix::parse(&namespace, recorded)) {
+            index.insert(prefix, key_of(&tenant));
+        }
+    }
+    index
 }
 
 fn key_of(tenant: &TenantDatabase) -> String {
@@ -575,5 +581,41 @@ fn unavailable(error: &CacheError) -> Failure {
         },
         message: error.to_string(),
         permanent: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(cursor: &str, run_id: Option<&str>) -> CacheRemoval {
+        CacheRemoval {
+            keys_removed: 1_500,
+            cursor: cursor.to_owned(),
+            pass_found_keys: false,
+            run_id: run_id.map(str::to_owned),
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn a_removal_goes_on_from_its_cursor_only_on_the_same_server_process() {
+        let same = resumed(Some(&recorded("4096", Some("abc"))), "abc");
+        assert_eq!((same.cursor, same.keys_removed), (4096, 1_500));
+        // Restarted (or recorded before run_id was): a new whole pass,
+        // whose finding no key is what ends the removal.
+        for stale in [Some("old"), None] {
+            let fresh = resumed(Some(&recorded("4096", stale)), "abc");
+            assert_eq!(
+                (
+                    fresh.cursor,
+                    fresh.pass_found_keys,
+                    fresh.keys_removed,
+                    fresh.done
+                ),
+                (0, false, 1_500, false)
+            );
+        }
+        assert_eq!(resumed(None, "abc"), apply::Sweep::default());
     }
 }
