@@ -1,5 +1,5 @@
 # The two ways in, each installing what a fresh Debian/Ubuntu machine lacks:
-#   make demo   the main job: a throwaway PostgreSQL, examples/ provisioned on it, a tenant login
+#   make demo   the main job: a throwaway PostgreSQL and Redis, examples/ provisioned on them, a tenant login and its cache
 #   make test   the whole suite: format, lints, CRD drift, unit and integration tests
 #   make bench  the benchmark (release build; docs/benchmarks.md)
 #   make bench-fleet  the operator's memory with 10,000 provisioned tenants (root; about three hours)
@@ -88,6 +88,11 @@ deps-demo:
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql >/dev/null; \
 	fi
+	@if ! command -v redis-server >/dev/null && ! command -v redis-check-rdb >/dev/null || ! command -v redis-cli >/dev/null; then \
+	  echo "Installing redis-tools (apt-get): redis-cli, and redis-check-rdb, the server tenantdb sandbox starts"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-tools >/dev/null; \
+	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 
 # What the tests need besides: kubectl (the CLI tests, kustomize), helm,
@@ -123,11 +128,6 @@ deps: deps-demo
 	  echo "Installing openssl (apt-get), for the control plane's certificates"; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq openssl >/dev/null; \
-	fi
-	@if ! command -v redis-server >/dev/null && ! command -v redis-check-rdb >/dev/null; then \
-	  echo "Installing redis-tools (apt-get), whose redis-check-rdb is the server the cache tests start"; \
-	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq redis-tools >/dev/null; \
 	fi
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

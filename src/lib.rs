@@ -18,3 +18,4 @@ pub mod reconcile;
 pub mod sql;
 pub mod status;
 pub mod throwaway;
+pub mod throwaway_redis;

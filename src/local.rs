@@ -2,7 +2,10 @@
 //! (`tenantdb plan/apply/delete -f …`) are turned into jobs — one per
 //! tenant, each with its resolved `Desired` state and the admin pool of its
 //! server — which the command line then drives. Connection Secrets live as
-//! manifest files in a directory instead of in the API server.
+//! manifest files in a directory instead of in the API server. A tenant's
+//! cache (`spec.cache`) is worked on by [`cache`].
+
+pub mod cache;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,7 +23,7 @@ use crate::admin_access::{self, AdminCredentials, Password};
 use crate::api::TenantDatabase;
 use crate::connection_secret::{self, Endpoint};
 use crate::health::HealthPolicy;
-use crate::manifest::{ManifestError, ManifestSet, Origin};
+use crate::manifest::{AdminOverrides, ManifestError, ManifestSet, Origin};
 use crate::reconcile::index_jobs::IndexJobs;
 use crate::reconcile::indexes::{self, IndexOutcome};
 use crate::reconcile::{self, Desired, Mode, Outcome, Plan, ReconcileError, Step, StoredPassword};
@@ -52,6 +55,8 @@ pub struct TenantJob {
     pub tenant: TenantDatabase,
     pub namespace: String,
     pub desired: Desired,
+    /// The CacheServer its cache goes on, when it has `spec.cache`.
+    pub cache_server: Option<String>,
 }
 
 impl TenantJob {
@@ -64,6 +69,7 @@ impl TenantJob {
 /// Everything needed to act on the tenants of a manifest set.
 pub struct Workspace {
     pub servers: BTreeMap<String, ServerHandle>,
+    pub caches: BTreeMap<String, cache::CacheHandle>,
     pub jobs: Vec<TenantJob>,
     /// Index builds, throttled per server like the operator's. A failed
     /// build is not retried within one run.
@@ -75,6 +81,8 @@ pub struct Workspace {
 pub enum LocalError {
     #[error("--admin-url is not a valid PostgreSQL URL: {0}")]
     AdminUrl(sqlx::Error),
+    #[error(transparent)]
+    CacheAdminUrl(#[from] cache::CacheAdminUrlError),
 }
 
 impl Workspace {
@@ -85,9 +93,15 @@ impl Workspace {
     pub fn prepare(
         set: &ManifestSet,
         admin_url: Option<&str>,
+        cache_admin_url: Option<&str>,
         concurrency: u32,
     ) -> Result<(Self, Vec<ManifestError>), LocalError> {
-        let mut problems = set.problems(admin_url.is_some());
+        let mut problems = set.problems(AdminOverrides {
+            database: admin_url.is_some(),
+            cache: cache_admin_url.is_some(),
+        });
+        let (caches, cache_problems) = cache::handles(set, cache_admin_url)?;
+        problems.extend(cache_problems);
         let refused: std::collections::BTreeSet<_> = problems.iter().map(|p| p.origin.clone()).collect();
         let override_options = admin_url
             .map(PgConnectOptions::from_str)
@@ -155,6 +169,12 @@ impl Workspace {
             if !servers.contains_key(&server.name_any()) {
                 continue; // the server's own problem is reported
             }
+            let cache_server = match set.place_cache(&tenant.object) {
+                None => None,
+                Some(Ok(cache)) if caches.contains_key(&cache.name_any()) => Some(cache.name_any()),
+                // Reported: a missing CacheServer, or its unusable Secret.
+                Some(_) => continue,
+            };
             // Resolves: the set's problems include every spec problem.
             if let Ok(desired) = reconcile::resolve(&tenant.object, server) {
                 jobs.push(TenantJob {
@@ -162,6 +182,7 @@ impl Workspace {
                     namespace: tenant.object.namespace().unwrap_or_else(|| "default".into()),
                     tenant: tenant.object.clone(),
                     desired,
+                    cache_server,
                 });
             }
         }
@@ -169,6 +190,7 @@ impl Workspace {
         Ok((
             Self {
                 servers,
+                caches,
                 jobs,
                 index_jobs,
             },
@@ -211,15 +233,29 @@ impl Workspace {
             });
             server.unreachable = Some(reason);
         }
+        problems.extend(cache::reach(&mut self.caches).await);
         problems
     }
 
-    /// Leaves out the servers [`Self::reach`] could not log in to, and
-    /// their tenants: nothing is tried on them.
+    /// Leaves out the servers and cache servers [`Self::reach`] could not
+    /// log in to, and their tenants: nothing is tried on them.
     pub fn without_unreachable(&mut self) {
         self.servers.retain(|_, server| server.unreachable.is_none());
-        let servers = &self.servers;
-        self.jobs.retain(|job| servers.contains_key(&job.desired.server));
+        self.caches.retain(|_, cache| cache.unreachable.is_none());
+        let (servers, caches) = (&self.servers, &self.caches);
+        self.jobs.retain(|job| {
+            servers.contains_key(&job.desired.server)
+                && job.cache_server.as_ref().is_none_or(|c| caches.contains_key(c))
+        });
+    }
+
+    /// The handle of the CacheServer `job`'s cache goes on, with its intent.
+    pub fn cache_of<'a>(
+        &'a self,
+        job: &'a TenantJob,
+    ) -> Option<(&'a cache::CacheHandle, &'a reconcile::CacheIntent)> {
+        let handle = self.caches.get(job.cache_server.as_ref()?)?;
+        Some((handle, job.desired.cache.as_ref()?))
     }
 
     fn server(&self, job: &TenantJob) -> &ServerHandle {
@@ -313,9 +349,20 @@ impl Workspace {
         reconcile::delete(&server.pool, &server.admin, &job.desired, mode).await
     }
 
-    /// The connection Secret for `job` with `password`.
-    pub fn connection_secret(&self, job: &TenantJob, password: &Password) -> Secret {
-        connection_secret::secret(&job.namespace, &job.desired, &self.server(job).endpoint, password)
+    /// The connection Secret for `job` with `password`, and the cache's
+    /// keys when it has a cache.
+    pub fn connection_secret(
+        &self,
+        job: &TenantJob,
+        password: &Password,
+        cache: Option<&connection_secret::CacheKeys>,
+    ) -> Secret {
+        let mut secret =
+            connection_secret::secret(&job.namespace, &job.desired, &self.server(job).endpoint, password);
+        if let (Some(keys), Some(data)) = (cache, secret.string_data.as_mut()) {
+            connection_secret::add_cache(data, keys);
+        }
+        secret
     }
 
     /// Closes every admin pool.
@@ -331,8 +378,10 @@ pub fn secret_path(dir: &Path, job: &TenantJob) -> PathBuf {
     dir.join(format!("{}-{}.yaml", job.namespace, job.desired.secret_name))
 }
 
-/// The password in the Secret file at `path`, if the file exists and holds one.
-pub fn read_secret_password(path: &Path) -> std::io::Result<Option<Password>> {
+/// The passwords in the Secret file at `path`, if the file exists and
+/// holds them: the database's (`PGPASSWORD`) and the cache's
+/// (`REDIS_PASSWORD`).
+pub fn read_secret_passwords(path: &Path) -> std::io::Result<(Option<Password>, Option<Password>)> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let secret: Secret = serde_norway::from_str(&text).map_err(|e| {
@@ -341,9 +390,12 @@ pub fn read_secret_password(path: &Path) -> std::io::Result<Option<Password>> {
                     format!("{}: {e}", path.display()),
                 )
             })?;
-            Ok(connection_secret::password_of(&secret))
+            Ok((
+                connection_secret::password_of(&secret),
+                connection_secret::redis_password_of(&secret),
+            ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
         Err(e) => Err(e),
     }
 }

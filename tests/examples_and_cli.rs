@@ -15,9 +15,14 @@ use tenantdb::manifest::{ManifestSet, SchemaValidator};
 fn every_example_parses_and_validates_against_the_crd_schema() {
     let (set, problems) = ManifestSet::load(&["examples"], false, &SchemaValidator::new().unwrap()).unwrap();
     assert!(problems.is_empty(), "{problems:#?}");
-    assert!(set.problems(false).is_empty(), "{:#?}", set.problems(false));
+    assert!(
+        set.problems(Default::default()).is_empty(),
+        "{:#?}",
+        set.problems(Default::default())
+    );
     assert_eq!(set.servers.len(), 1);
-    assert_eq!(set.secrets.len(), 1);
+    assert_eq!(set.caches.len(), 1);
+    assert_eq!(set.secrets.len(), 2);
     let mut names: Vec<String> = set.tenants.iter().map(|t| t.object.name_any()).collect();
     names.sort();
     assert_eq!(names, ["acme", "globex", "initech"]);
@@ -55,7 +60,7 @@ fn check_accepts_the_examples() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("TenantDatabase tenants/acme"), "{stdout}");
     assert!(
-        stdout.contains("1 DatabaseServer, 3 TenantDatabase, 1 Secret; 0 problem(s)"),
+        stdout.contains("1 DatabaseServer, 1 CacheServer, 3 TenantDatabase, 2 Secret; 0 problem(s)"),
         "{stdout}"
     );
 }
@@ -105,6 +110,11 @@ fn the_sandbox_admin_can_manage_tenants_but_is_no_superuser() {
         "{stdout}"
     );
     assert!(stdout.contains("can manage tenants"), "{stdout}");
+    // The sandbox's Redis, through TENANTDB_CACHE_ADMIN_URL.
+    assert!(
+        stdout.contains("cache-main: logged in to Redis at 127.0.0.1:"),
+        "{stdout}"
+    );
 
     // The real client, with the environment the sandbox sets.
     let psql = tenantdb::throwaway::find_bin_dir().unwrap().join("psql");
@@ -233,10 +243,11 @@ fn files_the_readme_applies_exist() {
     );
 }
 
-/// `make demo` installs only what the demo uses (PostgreSQL and Rust, not
-/// the test tools) and runs the binary where `CARGO_TARGET_DIR` puts it.
+/// `make demo` installs only what the demo uses (PostgreSQL, Redis's tools
+/// and Rust, not the test tools) and runs the binary where
+/// `CARGO_TARGET_DIR` puts it.
 #[test]
-fn make_demo_needs_only_postgres_and_rust_and_follows_cargo_target_dir() {
+fn make_demo_needs_only_postgres_redis_and_rust_and_follows_cargo_target_dir() {
     let dry = std::process::Command::new("make")
         .args(["-n", "demo"])
         .env("CARGO_TARGET_DIR", "/elsewhere/target")

@@ -929,3 +929,298 @@ async fn planning_5_or_50_tenants_costs_the_same_statements() {
     assert!(at_fifty[0].0.contains("unnest"), "{at_fifty:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The CacheServer of a throwaway Redis, with its admin Secret.
+fn cache_server_yaml(redis: &tenantdb::throwaway_redis::ThrowawayRedis) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cache-admin, namespace: tenantdb-system}}\n\
+         stringData: {{username: default, password: {}}}\n\
+         ---\napiVersion: tenantdb.io/v1alpha1\nkind: CacheServer\nmetadata: {{name: test-redis}}\n\
+         spec: {{host: {}, port: {}, adminSecretRef: {{namespace: tenantdb-system, name: cache-admin}}}}\n",
+        tenantdb::throwaway_redis::ADMIN_PASSWORD,
+        redis.host(),
+        redis.port()
+    )
+}
+
+async fn redis_as(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn redis_admin(redis: &tenantdb::throwaway_redis::ThrowawayRedis) -> redis::aio::MultiplexedConnection {
+    redis_as(&format!(
+        "redis://default:{}@{}:{}",
+        tenantdb::throwaway_redis::ADMIN_PASSWORD,
+        redis.host(),
+        redis.port()
+    ))
+    .await
+}
+
+fn string_data(secret: &Secret, key: &str) -> String {
+    secret.string_data.as_ref().unwrap()[key].clone()
+}
+
+#[tokio::test]
+async fn plan_apply_status_and_delete_provision_a_tenants_cache_with_no_cluster() {
+    let redis = tenantdb::throwaway_redis::ThrowawayRedis::start_with_acl_file().unwrap();
+    let dir = workdir("cache").await;
+    let manifests = dir.join("manifests");
+    let secrets = dir.join("secrets");
+    let (m, s) = (manifests.to_str().unwrap(), secrets.to_str().unwrap());
+    std::fs::write(manifests.join("cache.yaml"), cache_server_yaml(&redis)).unwrap();
+    std::fs::write(
+        manifests.join("tenants.yaml"),
+        tenant_yaml(
+            "clicache",
+            "acme",
+            "{server: test-pg, cache: {server: test-redis}}",
+        ) + &tenant_yaml(
+            "clicache",
+            "globex",
+            "{server: test-pg, deletionPolicy: Delete, cache: {keyPrefix: 'clicache:gx:'}}",
+        ),
+    )
+    .unwrap();
+    let mut admin = redis_admin(&redis).await;
+    // Another tenant's keys on the server, which nothing here may touch.
+    for i in 0..100 {
+        let () = redis::cmd("SET")
+            .arg(format!("other:keys:{i}"))
+            .arg(i)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    // plan: the user to create, never a password or its hash.
+    let planned = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    let said = text(&planned.stdout);
+    assert_eq!(planned.status.code(), Some(2), "{said}{}", text(&planned.stderr));
+    assert!(
+        said.contains(
+            "ACL SETUSER tdb.clicache.acme … -- cache user created on CacheServer test-redis: keys and channels clicache:acme:*"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("tdb.clicache.globex"), "{said}");
+    assert!(!said.contains('#'), "a hash in the plan: {said}");
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(users, ["default"], "plan changed nothing");
+
+    // apply: users set and saved to the ACL file, the Secret holds the keys.
+    let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let acme = read_secret(&secrets.join("clicache-acme-db.yaml"));
+    let url = string_data(&acme, "REDIS_URL");
+    let password = string_data(&acme, "REDIS_PASSWORD");
+    assert_eq!(string_data(&acme, "REDIS_KEY_PREFIX"), "clicache:acme:");
+    assert_eq!(
+        url,
+        format!(
+            "redis://tdb.clicache.acme:{password}@{}:{}",
+            redis.host(),
+            redis.port()
+        )
+    );
+    let saved = std::fs::read_to_string(redis.acl_file().unwrap()).unwrap();
+    assert!(saved.contains("user tdb.clicache.acme on"), "{saved}");
+    assert!(!saved.contains(&password), "the ACL file holds the password");
+    let mut tenant = redis_as(&url).await;
+    let () = redis::cmd("SET")
+        .arg("clicache:acme:session:1")
+        .arg("ada")
+        .query_async(&mut tenant)
+        .await
+        .unwrap();
+    for refused in [
+        &["GET", "other:keys:1"][..],
+        &["GET", "clicache:gx:x"],
+        &["FLUSHALL"],
+    ] {
+        let mut cmd = redis::cmd(refused[0]);
+        cmd.arg(&refused[1..]);
+        let error = cmd.query_async::<redis::Value>(&mut tenant).await.unwrap_err();
+        assert_eq!(error.code(), Some("NOPERM"), "{refused:?}: {error}");
+    }
+
+    // Converged; a user removed behind tenantdb's back is set again with
+    // the Secret's password.
+    let again = tenantdb(&["plan", "-f", m, "--secrets-dir", s, "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stdout));
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("tdb.clicache.acme")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let repaired = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(repaired.status.success(), "{}", text(&repaired.stderr));
+    assert!(
+        text(&repaired.stderr).contains("1 cache step(s) applied"),
+        "{}",
+        text(&repaired.stderr)
+    );
+    let acme = read_secret(&secrets.join("clicache-acme-db.yaml"));
+    assert_eq!(
+        string_data(&acme, "REDIS_PASSWORD"),
+        password,
+        "the same password"
+    );
+    let value: String = redis::cmd("GET")
+        .arg("clicache:acme:session:1")
+        .query_async(&mut redis_as(&url).await)
+        .await
+        .unwrap();
+    assert_eq!(value, "ada");
+
+    // status: a real login as each tenant's user.
+    let status = tenantdb(&["status", "-f", m, "--secrets-dir", s, "-o", "json"]);
+    assert!(
+        status.status.success(),
+        "{}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+    let objects: Vec<tenantdb::api::TenantDatabase> = serde_json::from_slice(&status.stdout).unwrap();
+    for object in &objects {
+        let cache = object.status.as_ref().unwrap().cache.as_ref().unwrap();
+        assert_eq!(cache.server, "test-redis");
+        assert_eq!(cache.reachable, Some(true), "{cache:?}");
+    }
+
+    // delete: Retain turns acme's user off and keeps its keys; Delete
+    // removes globex's user and keys, and nothing else.
+    let mut globex = redis_as(&string_data(
+        &read_secret(&secrets.join("clicache-globex-db.yaml")),
+        "REDIS_URL",
+    ))
+    .await;
+    for i in 0..1200 {
+        let () = redis::cmd("SET")
+            .arg(format!("clicache:gx:{i}"))
+            .arg(i)
+            .query_async(&mut globex)
+            .await
+            .unwrap();
+    }
+    let dry = tenantdb(&["delete", "-f", m, "--secrets-dir", s]);
+    assert_eq!(dry.status.code(), Some(2), "{}", text(&dry.stdout));
+    assert!(
+        text(&dry.stdout)
+            .contains("would remove cache user tdb.clicache.globex and every key under clicache:gx:"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let deleted = tenantdb(&["delete", "-f", m, "--secrets-dir", s, "--yes"]);
+    let said = text(&deleted.stdout);
+    assert!(deleted.status.success(), "{said}{}", text(&deleted.stderr));
+    assert!(
+        said.contains("removed cache user tdb.clicache.globex and 1200 key(s) under clicache:gx:"),
+        "{said}"
+    );
+    assert!(said.contains("cache user tdb.clicache.acme turned off"), "{said}");
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(users, ["default", "tdb.clicache.acme"]);
+    let left: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut admin).await.unwrap();
+    assert_eq!(left.len(), 101, "acme's key and the other 100: {left:?}");
+    assert!(
+        redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_err(),
+        "acme's user is off"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn overlapping_key_prefixes_are_refused_by_field_before_anything_runs() {
+    let redis = tenantdb::throwaway_redis::ThrowawayRedis::start().unwrap();
+    let dir = workdir("cache-overlap").await;
+    let manifests = dir.join("manifests");
+    let secrets = dir.join("secrets");
+    let (m, s) = (manifests.to_str().unwrap(), secrets.to_str().unwrap());
+    std::fs::write(manifests.join("cache.yaml"), cache_server_yaml(&redis)).unwrap();
+    // Within the manifests: the second of an overlapping pair (by name) is refused.
+    std::fs::write(
+        manifests.join("tenants.yaml"),
+        tenant_yaml(
+            "clioverlap",
+            "a",
+            "{server: test-pg, cache: {keyPrefix: 'clioverlap:x'}}",
+        ) + &tenant_yaml(
+            "clioverlap",
+            "b",
+            "{server: test-pg, cache: {keyPrefix: 'clioverlap:xy:'}}",
+        ),
+    )
+    .unwrap();
+    let checked = tenantdb(&["check", "-f", m]);
+    assert_eq!(checked.status.code(), Some(1));
+    let said = text(&checked.stderr);
+    assert!(
+        said.contains(
+            "tenants.yaml:2: spec.cache.keyPrefix: \"clioverlap:xy:\" overlaps \"clioverlap:x\", the key prefix of TenantDatabase clioverlap/a"
+        ),
+        "{said}"
+    );
+
+    // Against the server: a user already holding an overlapping prefix
+    // refuses the tenant, and neither its database nor its user is made.
+    std::fs::write(
+        manifests.join("tenants.yaml"),
+        tenant_yaml(
+            "clioverlap",
+            "a",
+            "{server: test-pg, cache: {keyPrefix: 'clioverlap:x'}}",
+        ),
+    )
+    .unwrap();
+    let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    std::fs::write(
+        manifests.join("tenants.yaml"),
+        tenant_yaml(
+            "clioverlap",
+            "b",
+            "{server: test-pg, cache: {keyPrefix: 'clioverlap:xy:'}}",
+        ),
+    )
+    .unwrap();
+    let refused = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("spec.cache.keyPrefix: \"clioverlap:xy:\" overlaps \"clioverlap:x\""),
+        "{said}"
+    );
+    let mut admin = redis_admin(&redis).await;
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(users, ["default", "tdb.clioverlap.a"]);
+    let mut conn = PgConnection::connect(&support::server().url).await.unwrap();
+    let databases: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = 'clioverlap_b'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(databases, 0, "nothing ran for the refused tenant");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

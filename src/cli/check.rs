@@ -2,7 +2,7 @@
 //! (schema, defaults, CEL rules), then as `plan` and the operator would
 //! (each tenant's spec against its server, the set as a whole: see
 //! [`tenantdb::manifest::ManifestSet::problems`]), and with `--connect` log
-//! in to each DatabaseServer as its administrator.
+//! in to each DatabaseServer and CacheServer as its administrator.
 //!
 //! Problems are printed as `file:document: field: reason`; the exit code is
 //! 1 when there is any.
@@ -15,7 +15,7 @@ use anyhow::Context;
 use kube::ResourceExt;
 use sqlx::postgres::PgConnectOptions;
 use tenantdb::admin_access::{self, AdminCredentials};
-use tenantdb::manifest::{ManifestSet, SchemaValidator};
+use tenantdb::manifest::{AdminOverrides, ManifestSet, SchemaValidator};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,19 +27,32 @@ pub struct Args {
     #[arg(short = 'R', long)]
     recursive: bool,
 
-    /// Also log in to every DatabaseServer with its admin credentials.
+    /// Also log in to every DatabaseServer and CacheServer with its admin credentials.
     #[arg(long)]
     connect: bool,
 
     /// Admin connection URL to use for every DatabaseServer instead of its host and admin Secret.
     #[arg(long, env = "TENANTDB_ADMIN_URL", hide_env_values = true, value_name = "URL")]
     admin_url: Option<String>,
+
+    /// Admin URL (`redis://user:password@host:port`) to use for every
+    /// CacheServer instead of its host, port and admin Secret.
+    #[arg(
+        long,
+        env = "TENANTDB_CACHE_ADMIN_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    cache_admin_url: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let validator = SchemaValidator::new()?;
     let (set, mut problems) = ManifestSet::load(&args.paths, args.recursive, &validator)?;
-    problems.extend(set.problems(args.admin_url.is_some()));
+    problems.extend(set.problems(AdminOverrides {
+        database: args.admin_url.is_some(),
+        cache: args.cache_admin_url.is_some(),
+    }));
     for problem in &problems {
         eprintln!("{problem}");
     }
@@ -50,6 +63,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             server.object.name_any(),
             server.origin
         );
+    }
+    for cache in &set.caches {
+        println!("CacheServer    {:<28} {}", cache.object.name_any(), cache.origin);
     }
     for tenant in &set.tenants {
         let name = format!(
@@ -108,9 +124,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if args.connect {
+        // Each CacheServer logged in to and looked at, as plan would.
+        let (mut caches, more) = tenantdb::local::cache::handles(&set, args.cache_admin_url.as_deref())?;
+        for problem in more
+            .iter()
+            .chain(&tenantdb::local::cache::reach(&mut caches).await)
+        {
+            unreachable += 1;
+            eprintln!("{problem}");
+        }
+        for (name, cache) in &caches {
+            if cache.unreachable.is_none() {
+                println!(
+                    "{name}: logged in to Redis at {}:{}; can manage tenants' ACL users",
+                    cache.address.host, cache.address.port
+                );
+            }
+        }
+    }
+
     let counts = set.counts();
+    let caches = match counts["CacheServer"] {
+        0 => String::new(),
+        n => format!("{n} CacheServer, "),
+    };
     println!(
-        "{} DatabaseServer, {} TenantDatabase, {} Secret; {} problem(s)",
+        "{} DatabaseServer, {caches}{} TenantDatabase, {} Secret; {} problem(s)",
         counts["DatabaseServer"],
         counts["TenantDatabase"],
         counts["Secret"],

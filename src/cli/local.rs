@@ -1,7 +1,9 @@
-//! `tenantdb plan`, `apply` and `delete`: the reconcile core against the
-//! servers named in manifest files, with no cluster. Tenants on one server
-//! run concurrently, bounded by `--concurrency` (and by the admin pool of at
-//! most four connections per server).
+//! `tenantdb plan`, `apply`, `status` and `delete`: the reconcile core
+//! against the servers named in manifest files, with no cluster. Tenants on
+//! one server run concurrently, bounded by `--concurrency` (and by the
+//! admin pool of at most four connections per server); a tenant's cache
+//! (`spec.cache`) is planned and applied with its database, on its
+//! CacheServer's one admin connection.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,9 +13,12 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tenantdb::admin_access::Password;
 use tenantdb::api::TenantDatabase;
+use tenantdb::api::tenant_database::CacheStatus;
 use tenantdb::api::tenant_database::DeletionPolicy;
 use tenantdb::api::tenant_database::IndexPhase;
+use tenantdb::cache::{CacheStep, Removal};
 use tenantdb::health;
+use tenantdb::local::cache::{self as local_cache, CacheOutcome};
 use tenantdb::local::{self, Observation, TenantJob, Workspace};
 use tenantdb::manifest::{ManifestError, ManifestSet, SchemaValidator};
 use tenantdb::reconcile::indexes::{self, IndexPlan};
@@ -33,6 +38,16 @@ pub struct Common {
     /// Admin connection URL to use for every DatabaseServer instead of its host and admin Secret.
     #[arg(long, env = "TENANTDB_ADMIN_URL", hide_env_values = true, value_name = "URL")]
     admin_url: Option<String>,
+
+    /// Admin URL (`redis://user:password@host:port`) to use for every
+    /// CacheServer instead of its host, port and admin Secret.
+    #[arg(
+        long,
+        env = "TENANTDB_CACHE_ADMIN_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    cache_admin_url: Option<String>,
 
     /// Tenants worked on at once per server (the admin pool holds at most 4 connections).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -89,7 +104,12 @@ enum Output {
 async fn prepare(common: &Common, observes: bool) -> anyhow::Result<(Workspace, Vec<ManifestError>)> {
     let validator = SchemaValidator::new()?;
     let (set, mut problems) = ManifestSet::load(&common.paths, common.recursive, &validator)?;
-    let (mut workspace, more) = Workspace::prepare(&set, common.admin_url.as_deref(), common.concurrency)?;
+    let (mut workspace, more) = Workspace::prepare(
+        &set,
+        common.admin_url.as_deref(),
+        common.cache_admin_url.as_deref(),
+        common.concurrency,
+    )?;
     problems.extend(more);
     problems.extend(workspace.reach().await);
     if !observes {
@@ -118,12 +138,73 @@ async fn for_each_job<'a, T>(
     results.into_iter().map(|(_, r)| r).collect()
 }
 
-/// The password kept for `job`: read from `--secrets-dir`, untracked without one.
-fn secret_password(common: &Common, job: &TenantJob) -> anyhow::Result<Option<Option<Password>>> {
+/// The passwords kept for `job`, read from `--secrets-dir` (untracked
+/// without one): `None` untracked, `Some(None)` none saved yet.
+struct Kept {
+    database: Option<Option<Password>>,
+    cache: Option<Option<Password>>,
+}
+
+fn kept_passwords(common: &Common, job: &TenantJob) -> anyhow::Result<Kept> {
     Ok(match &common.secrets_dir {
-        Some(dir) => Some(local::read_secret_password(&local::secret_path(dir, job))?),
-        None => None,
+        Some(dir) => {
+            let (database, cache) = local::read_secret_passwords(&local::secret_path(dir, job))?;
+            Kept {
+                database: Some(database),
+                cache: Some(cache),
+            }
+        }
+        None => Kept {
+            database: None,
+            cache: None,
+        },
     })
+}
+
+/// The tenant's cache planned (or, with `apply`, made true), when it has one.
+async fn cache_of(
+    workspace: &Workspace,
+    job: &TenantJob,
+    kept: &Kept,
+    apply: bool,
+) -> anyhow::Result<Option<CacheOutcome>> {
+    let Some((handle, intent)) = workspace.cache_of(job) else {
+        return Ok(None);
+    };
+    let outcome = local_cache::provision(handle, &job.key(), intent, stored(&kept.cache), apply).await?;
+    Ok(Some(outcome))
+}
+
+/// The plan's line for a cache step: what changes, never the password's hash.
+fn cache_step_line(cache: &CacheOutcome, job: &TenantJob) -> Option<String> {
+    let CacheStep::SetUser { user, why, .. } = cache.step.as_ref()?;
+    let commands = job.desired.cache.as_ref().map_or("", |c| c.commands.as_str());
+    Some(format!(
+        "ACL SETUSER {user} … -- cache user {} on CacheServer {}: keys and channels {}*, commands {commands}{}",
+        why.as_str(),
+        cache.server,
+        cache.prefix,
+        if cache.password_is_new {
+            ", a new password"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// What `status.cache` says of a provisioned cache.
+fn cache_status(cache: &CacheOutcome) -> CacheStatus {
+    CacheStatus {
+        server: cache.server.clone(),
+        user: Some(cache.user.clone()),
+        key_prefix: Some(cache.prefix.clone()),
+        acl_persistence: Some(if cache.acl_file {
+            tenantdb::api::cache_server::AclPersistence::AclFile
+        } else {
+            tenantdb::api::cache_server::AclPersistence::Memory
+        }),
+        ..CacheStatus::default()
+    }
 }
 
 /// Each job's observation, to be taken once by the job's own work.
@@ -189,34 +270,21 @@ async fn index_view(
     }
 }
 
-/// Says which tenants ask for a cache: `spec.cache` is validated here
-/// but provisioned by the operator only (docs/cache.md).
-fn note_caches(workspace: &Workspace) {
-    for job in &workspace.jobs {
-        if job.desired.cache.is_some() {
-            eprintln!(
-                "{}: note: spec.cache is checked but not provisioned by tenantdb plan/apply (the operator provisions caches)",
-                job.key()
-            );
-        }
-    }
-}
-
 pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common, false).await?;
-    note_caches(&workspace);
     // One catalog statement per server for all its tenants; planning each
     // is then pure (bar a look inside the databases that declare
-    // extensions or indexes).
+    // extensions or indexes). Each cache server was looked at once.
     let observed = taken_one_each(workspace.observe_all().await);
     let results = for_each_job(&workspace, args.common.concurrency, async |i, job| {
-        let password = secret_password(&args.common, job)?;
+        let kept = kept_passwords(&args.common, job)?;
         let observation = take(&observed[i])?;
         let plan = workspace
-            .plan_observed(job, observation, stored(&password))
+            .plan_observed(job, observation, stored(&kept.database))
             .await?;
         let indexes = index_view(&workspace, job, &plan.steps, args.common.scan_indexes).await?;
-        Ok::<_, anyhow::Error>((Outcome { plan, executed: 0 }, indexes))
+        let cache = cache_of(&workspace, job, &kept, false).await?;
+        Ok::<_, anyhow::Error>((Outcome { plan, executed: 0 }, indexes, cache))
     })
     .await;
     workspace.close().await;
@@ -231,7 +299,7 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
             job.desired.role.as_str()
         );
         match result {
-            Ok((outcome, indexes)) => {
+            Ok((outcome, indexes, cache)) => {
                 let index_actions = match &indexes {
                     IndexView::Planned(plan) => plan.actions.as_slice(),
                     _ => &[],
@@ -240,7 +308,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     IndexView::AfterProvisioning => job.desired.indexes.len(),
                     _ => 0,
                 };
-                let steps = outcome.plan.steps.len() + index_actions.len();
+                let cache_line = cache.as_ref().and_then(|c| cache_step_line(c, job));
+                let steps =
+                    outcome.plan.steps.len() + index_actions.len() + usize::from(cache_line.is_some());
                 if steps + pending_builds == 0 {
                     converged += 1;
                     println!("{header}: up to date");
@@ -255,6 +325,9 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
                     for line in action.display(&job.desired).lines() {
                         println!("  {line}");
                     }
+                }
+                if let Some(line) = &cache_line {
+                    println!("  {line}");
                 }
                 match &indexes {
                     IndexView::Planned(plan) => {
@@ -302,7 +375,6 @@ pub async fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let (workspace, problems) = prepare(&args.common, false).await?;
-    note_caches(&workspace);
     let common = &args.common;
     let observed = taken_one_each(workspace.observe_all().await);
     let results = for_each_job(&workspace, common.concurrency, async |i, job| {
@@ -316,15 +388,24 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         )
         .await;
         let elapsed = started.elapsed().as_millis();
+        let cache_steps = |applied: &Applied| {
+            applied
+                .cache
+                .as_ref()
+                .map_or(0, |c| usize::from(c.step.is_some()))
+        };
         match &result {
-            Ok(applied) if applied.outcome.executed == 0 && applied.index_jobs == 0 => {
+            Ok(applied)
+                if applied.outcome.executed == 0 && applied.index_jobs == 0 && cache_steps(applied) == 0 =>
+            {
                 eprintln!("{}: up to date ({elapsed} ms)", job.key())
             }
             Ok(applied) => eprintln!(
-                "{}: {} step(s) and {} index step(s) applied ({elapsed} ms)",
+                "{}: {} step(s), {} index step(s) and {} cache step(s) applied ({elapsed} ms)",
                 job.key(),
                 applied.outcome.executed,
-                applied.index_jobs
+                applied.index_jobs,
+                cache_steps(applied)
             ),
             Err(error) => eprintln!("{}: {}: {error:#}", job.origin, job.key()),
         }
@@ -385,6 +466,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 IndexReport::Planned(&applied.indexes)
             };
             tenantdb::status::indexes(&mut status, report, object.metadata.generation, &now);
+            status.cache = applied.cache.as_ref().map(cache_status);
         }
         object.status = Some(status);
         objects.push(object);
@@ -394,8 +476,8 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
         Output::Table => {
             println!(
-                "{:<32} {:<32} {:<12} {:<8} CONNECTION LIMIT",
-                "TENANT", "DATABASE", "PHASE", "INDEXES"
+                "{:<32} {:<32} {:<12} {:<8} {:<16} CONNECTION LIMIT",
+                "TENANT", "DATABASE", "PHASE", "INDEXES", "CACHE"
             );
             for object in &objects {
                 let status = object.status.as_ref();
@@ -407,7 +489,7 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                     _ => "-".to_owned(),
                 };
                 println!(
-                    "{:<32} {:<32} {:<12} {:<8} {}",
+                    "{:<32} {:<32} {:<12} {:<8} {:<16} {}",
                     format!(
                         "{}/{}",
                         object.metadata.namespace.as_deref().unwrap_or("default"),
@@ -418,6 +500,9 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                         .and_then(|s| s.phase)
                         .map_or("-".to_owned(), |p| format!("{p:?}")),
                     indexes,
+                    status
+                        .and_then(|s| s.cache.as_ref())
+                        .map_or("-", |c| c.server.as_str()),
                     status
                         .and_then(|s| s.pool.as_ref())
                         .map_or("-".to_owned(), |p| p.connection_limit.to_string()),
@@ -442,6 +527,8 @@ struct Applied {
     index_failures: usize,
     /// The connection Secret file being written, if any.
     secret_written: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The tenant's cache, made true.
+    cache: Option<CacheOutcome>,
 }
 
 async fn apply_one(
@@ -451,17 +538,29 @@ async fn apply_one(
     job: &TenantJob,
     observed: Result<Observation, ReconcileError>,
 ) -> anyhow::Result<Applied> {
-    let password = secret_password(common, job)?;
+    let kept = kept_passwords(common, job)?;
+    let password = &kept.database;
     // The plan over the server-wide snapshot: a tenant with nothing to do
     // costs no statement of its own. Anything to do is done through the
     // locked path, which looks again first.
-    let preview = workspace.plan_observed(job, observed?, stored(&password)).await?;
-    if preview.password_is_new && common.secrets_dir.is_none() && !discard_passwords {
+    let preview = workspace.plan_observed(job, observed?, stored(password)).await?;
+    // The cache's plan before anything runs: a refused prefix (or a full
+    // server) stops the tenant with nothing changed.
+    let cache_preview = cache_of(workspace, job, &kept, false).await?;
+    if common.secrets_dir.is_none() && !discard_passwords {
         // Nothing may run that sets a password saved nowhere.
-        anyhow::bail!(
-            "refused: a new password would be set on role {} and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed",
-            job.desired.role.as_str()
-        );
+        if preview.password_is_new {
+            anyhow::bail!(
+                "refused: a new password would be set on role {} and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed",
+                job.desired.role.as_str()
+            );
+        }
+        if let Some(cache) = cache_preview.as_ref().filter(|c| c.password_is_new) {
+            anyhow::bail!(
+                "refused: a new password would be set on cache user {} and saved nowhere; give --secrets-dir DIR to keep it (or --discard-passwords); nothing was changed",
+                cache.user
+            );
+        }
     }
     let outcome = if preview.steps.is_empty() && !preview.password_is_new {
         Outcome {
@@ -469,14 +568,20 @@ async fn apply_one(
             executed: 0,
         }
     } else {
-        workspace.provision(job, stored(&password), Mode::Apply).await?
+        workspace.provision(job, stored(password), Mode::Apply).await?
+    };
+    let cache = match cache_preview {
+        Some(preview) if preview.step.is_none() => Some(preview),
+        Some(_) => cache_of(workspace, job, &kept, true).await?,
+        None => None,
     };
     // The password is saved first, and off the tenant's turn: the file is
     // fsynced, which on a slow disk costs as much as the SQL.
     let secret_written = match (&common.secrets_dir, &outcome.plan.password) {
         (Some(dir), Some(password)) => {
             let path = local::secret_path(dir, job);
-            let secret = workspace.connection_secret(job, password);
+            let cache_keys = cache.as_ref().and_then(CacheOutcome::keys);
+            let secret = workspace.connection_secret(job, password, cache_keys.as_ref());
             let dir = dir.clone();
             Some(tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&dir)?;
@@ -484,7 +589,7 @@ async fn apply_one(
             }))
         }
         _ => {
-            if outcome.plan.password_is_new {
+            if outcome.plan.password_is_new || cache.as_ref().is_some_and(|c| c.password_is_new) {
                 eprintln!(
                     "{}: warning: --discard-passwords: a new password was set and saved nowhere",
                     job.key()
@@ -512,6 +617,7 @@ async fn apply_one(
         index_jobs,
         index_failures,
         secret_written,
+        cache,
     })
 }
 
@@ -572,10 +678,22 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let mode = if args.yes { Mode::Apply } else { Mode::DryRun };
     let (workspace, problems) = prepare(&common, false).await?;
     let results = for_each_job(&workspace, common.concurrency, async |_, job| {
-        match job.tenant.spec.deletion_policy {
-            DeletionPolicy::Retain => Ok(None),
-            DeletionPolicy::Delete => workspace.delete(job, mode).await.map(Some),
-        }
+        let delete = job.tenant.spec.deletion_policy == DeletionPolicy::Delete;
+        // The cache first, as the operator's finalizer does: its user's
+        // access ends before the database goes.
+        let cache = match workspace.cache_of(job) {
+            Some((handle, intent)) => Some(
+                local_cache::remove(handle, intent, delete, mode == Mode::Apply)
+                    .await
+                    .map_err(anyhow::Error::from)?,
+            ),
+            None => None,
+        };
+        let database = match delete {
+            false => None,
+            true => Some(workspace.delete(job, mode).await?),
+        };
+        Ok::<_, anyhow::Error>((cache, database))
     })
     .await;
     workspace.close().await;
@@ -584,6 +702,23 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let mut pending = 0;
     for (job, result) in workspace.jobs.iter().zip(results) {
         let (database, role) = (job.desired.database.as_str(), job.desired.role.as_str());
+        let result = match result {
+            Ok((cache, database)) => {
+                if let Some(line) = cache.as_ref().and_then(|c| cache_removal_line(c, job, mode)) {
+                    println!("{}: {line}", job.key());
+                }
+                if mode == Mode::DryRun
+                    && cache
+                        .as_ref()
+                        .is_some_and(|c| matches!(c.removal, Removal::Delete { .. }))
+                    && database.as_ref().is_none_or(Vec::is_empty)
+                {
+                    pending += 1;
+                }
+                Ok(database)
+            }
+            Err(error) => Err(error),
+        };
         match result {
             Ok(None) => println!(
                 "{}: deletionPolicy Retain: database {database} and role {role} kept",
@@ -629,6 +764,65 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `status.cache` of a tenant with a cache: where it is, and a login as
+/// its user with the Secret file's password (`reachable` unknown without
+/// one).
+async fn cache_login(
+    workspace: &Workspace,
+    job: &TenantJob,
+    password: Option<Password>,
+) -> Option<CacheStatus> {
+    let (handle, intent) = workspace.cache_of(job)?;
+    let mut status = CacheStatus {
+        server: handle.address.server.clone(),
+        user: Some(intent.user.clone()),
+        key_prefix: Some(intent.prefix.as_str().to_owned()),
+        ..CacheStatus::default()
+    };
+    if let Some(reason) = &handle.unreachable {
+        status.reachable = Some(false);
+        status.message = Some(format!("the cache server does not answer: {reason}"));
+    } else if let Some(password) = password {
+        match local_cache::login(handle, &intent.user, &password).await {
+            Ok(latency) => {
+                status.reachable = Some(true);
+                status.latency_ms = Some(i64::try_from(latency.as_millis()).unwrap_or(i64::MAX));
+            }
+            Err(error) => {
+                status.reachable = Some(false);
+                status.message = Some(error.to_string());
+            }
+        }
+    }
+    Some(status)
+}
+
+/// What `delete` says of a tenant's cache.
+fn cache_removal_line(removed: &local_cache::Removed, job: &TenantJob, mode: Mode) -> Option<String> {
+    let prefix = job.desired.cache.as_ref()?.prefix.as_str();
+    let dry = mode == Mode::DryRun;
+    Some(match &removed.removal {
+        Removal::Nothing => "deletionPolicy Retain: no cache user to turn off; keys kept".to_owned(),
+        Removal::Disable { user } if dry => {
+            format!("deletionPolicy Retain: would turn cache user {user} off (keys under {prefix} kept)")
+        }
+        Removal::Disable { user } => {
+            format!("deletionPolicy Retain: cache user {user} turned off (keys under {prefix} kept)")
+        }
+        Removal::Delete { user, .. } if dry => format!(
+            "would remove {}every key under {prefix}",
+            user.as_ref()
+                .map_or(String::new(), |u| format!("cache user {u} and "))
+        ),
+        Removal::Delete { user, .. } => format!(
+            "removed {}{} key(s) under {prefix}",
+            user.as_ref()
+                .map_or(String::new(), |u| format!("cache user {u} and ")),
+            removed.keys_removed
+        ),
+    })
+}
+
 #[derive(clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -666,10 +860,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| tenantdb::reconcile::indexes::reason(&e)),
         };
         let mut logins = Vec::new();
+        let mut caches = Vec::new();
         for job in &jobs {
+            let kept = kept_passwords(&args.common, job)?;
+            caches.push(cache_login(&workspace, job, kept.cache.flatten()).await);
             let password = match server.unreachable {
                 Some(_) => None,
-                None => secret_password(&args.common, job)?.flatten(),
+                None => kept.database.flatten(),
             };
             let options = password.map(|password| {
                 server
@@ -692,7 +889,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .buffered(4)
             .collect()
             .await;
-        for (job, login) in jobs.iter().zip(logins) {
+        for ((job, login), cache) in jobs.iter().zip(logins).zip(caches) {
             let found = sample
                 .as_ref()
                 .ok()
@@ -726,9 +923,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "Healthy" && c.status != "True")
+                || cache.as_ref().is_some_and(|c| c.reachable == Some(false))
             {
                 unhealthy += 1;
             }
+            status.cache = cache;
             object.status = Some(status);
             objects.push(object);
         }
@@ -739,8 +938,8 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&objects)?),
         Output::Table => {
             println!(
-                "{:<32} {:<28} {:<8} {:<12} {:<8} {:<10} {:<10} MESSAGE",
-                "TENANT", "DATABASE", "HEALTHY", "CONNECTIONS", "UTIL", "LATENCY", "SIZE"
+                "{:<32} {:<28} {:<8} {:<12} {:<8} {:<10} {:<10} {:<10} MESSAGE",
+                "TENANT", "DATABASE", "HEALTHY", "CONNECTIONS", "UTIL", "LATENCY", "SIZE", "CACHE"
             );
             for object in &objects {
                 let status = object.status.as_ref();
@@ -748,8 +947,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 let healthy = status
                     .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
                     .map_or("-", |c| if c.status == "True" { "yes" } else { "no" });
+                let cache = status.and_then(|s| s.cache.as_ref());
+                let message = [
+                    health.and_then(|h| h.message.clone()),
+                    cache.and_then(|c| c.message.as_ref().map(|m| format!("cache: {m}"))),
+                ];
                 println!(
-                    "{:<32} {:<28} {:<8} {:<12} {:<8} {:<10} {:<10} {}",
+                    "{:<32} {:<28} {:<8} {:<12} {:<8} {:<10} {:<10} {:<10} {}",
                     format!(
                         "{}/{}",
                         object.metadata.namespace.as_deref().unwrap_or("default"),
@@ -769,7 +973,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     health
                         .and_then(|h| h.size_bytes)
                         .map_or("-".to_owned(), |b| format!("{} MiB", b / (1024 * 1024))),
-                    health.and_then(|h| h.message.clone()).unwrap_or_default(),
+                    match cache.map(|c| (c.reachable, c.latency_ms)) {
+                        None | Some((None, _)) => "-".to_owned(),
+                        Some((Some(true), Some(ms))) => format!("{ms} ms"),
+                        Some((Some(true), None)) => "yes".to_owned(),
+                        Some((Some(false), _)) => "no".to_owned(),
+                    },
+                    message.into_iter().flatten().collect::<Vec<_>>().join("; "),
                 );
             }
             if args.common.secrets_dir.is_none() {

@@ -61,7 +61,7 @@ enum Command {
     /// Carry out each tenant's deletionPolicy (Retain: nothing; Delete: drop
     /// database and role) — only with --yes; without, say what would be dropped.
     Delete(local::DeleteArgs),
-    /// Run a throwaway local PostgreSQL with an admin role, for trying tenantdb out.
+    /// Run a throwaway local PostgreSQL with an admin role (and a Redis, when installed), for trying tenantdb out.
     Sandbox(sandbox::Args),
 }
 

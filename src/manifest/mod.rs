@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
-use crate::api::{DatabaseServer, TenantDatabase};
+use crate::api::{CacheServer, DatabaseServer, TenantDatabase};
 pub use load::load_documents;
 pub use schema::SchemaValidator;
 
@@ -61,6 +61,15 @@ pub enum LoadError {
     NothingFound { path: PathBuf, subdirectories: bool },
 }
 
+/// Credentials given on the command line instead of the admin Secrets
+/// among the manifests: `--admin-url` for every DatabaseServer,
+/// `--cache-admin-url` for every CacheServer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdminOverrides {
+    pub database: bool,
+    pub cache: bool,
+}
+
 /// A typed object from a manifest, with where it came from.
 #[derive(Clone, Debug)]
 pub struct Located<T> {
@@ -73,6 +82,7 @@ pub struct Located<T> {
 #[derive(Clone, Debug, Default)]
 pub struct ManifestSet {
     pub servers: Vec<Located<DatabaseServer>>,
+    pub caches: Vec<Located<CacheServer>>,
     pub tenants: Vec<Located<TenantDatabase>>,
     pub secrets: Vec<Located<Secret>>,
     /// Tenants the schema refused (left out of `tenants`, never acted on),
@@ -129,7 +139,7 @@ impl ManifestSet {
                     object: secret,
                 });
             }
-            (_, "TenantDatabase" | "DatabaseServer") if is_tenantdb(api_version) => {
+            (_, "TenantDatabase" | "DatabaseServer" | "CacheServer") if is_tenantdb(api_version) => {
                 let value = match validator.validate(&value, None) {
                     Ok(value) => value,
                     Err(errors) => {
@@ -158,6 +168,12 @@ impl ManifestSet {
                     self.tenants.push(Located {
                         origin,
                         object: tenant,
+                    });
+                } else if kind == "CacheServer" {
+                    let cache = serde_json::from_value(value).map_err(|e| whole(e.to_string()))?;
+                    self.caches.push(Located {
+                        origin,
+                        object: cache,
                     });
                 } else {
                     let server = serde_json::from_value(value).map_err(|e| whole(e.to_string()))?;

@@ -1,5 +1,6 @@
 //! Checks between documents that no single schema can express: a tenant's
-//! server exists (or its selector matches one), and each server's admin
+//! server exists (or its selector matches one), so does its cache server
+//! (`spec.cache.server`, or any CacheServer), and each server's admin
 //! Secret is among the documents.
 
 use std::collections::BTreeMap;
@@ -7,18 +8,22 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use super::{Located, ManifestError, ManifestSet};
+use super::{AdminOverrides, Located, ManifestError, ManifestSet};
 use crate::api::common::SecretReference;
-use crate::api::{DatabaseServer, TenantDatabase};
+use crate::api::{CacheServer, DatabaseServer, TenantDatabase};
 
 impl ManifestSet {
-    /// Problems with references between the loaded documents. With
-    /// `admin_override`, admin Secrets are not required (the caller has
-    /// credentials from elsewhere, e.g. `--admin-url`).
-    pub fn reference_errors(&self, admin_override: bool) -> Vec<ManifestError> {
+    /// Problems with references between the loaded documents. Admin
+    /// Secrets are not required for the kinds `overrides` gives
+    /// credentials for (e.g. `--admin-url`).
+    pub fn reference_errors(&self, overrides: AdminOverrides) -> Vec<ManifestError> {
         let mut errors = Vec::new();
         for tenant in &self.tenants {
-            if let Err((field, reason)) = self.place(&tenant.object) {
+            let placed = [
+                self.place(&tenant.object).err(),
+                self.place_cache(&tenant.object).and_then(Result::err),
+            ];
+            for (field, reason) in placed.into_iter().flatten() {
                 errors.push(ManifestError {
                     origin: tenant.origin.clone(),
                     field: field.into(),
@@ -26,22 +31,72 @@ impl ManifestSet {
                 });
             }
         }
-        if !admin_override {
+        let missing = |reference: &SecretReference, flag: &str| {
+            self.secret(reference).is_none().then(|| {
+                format!(
+                    "Secret {}/{} is not among the given manifests (add it, or give {flag})",
+                    reference.namespace, reference.name
+                )
+            })
+        };
+        if !overrides.database {
             for server in &self.servers {
-                let reference = &server.object.spec.admin_secret_ref;
-                if self.secret(reference).is_none() {
+                if let Some(reason) = missing(&server.object.spec.admin_secret_ref, "--admin-url") {
                     errors.push(ManifestError {
                         origin: server.origin.clone(),
                         field: "spec.adminSecretRef".into(),
-                        reason: format!(
-                            "Secret {}/{} is not among the given manifests (add it, or give --admin-url)",
-                            reference.namespace, reference.name
-                        ),
+                        reason,
+                    });
+                }
+            }
+        }
+        if !overrides.cache {
+            for cache in &self.caches {
+                if let Some(reason) = missing(&cache.object.spec.admin_secret_ref, "--cache-admin-url") {
+                    errors.push(ManifestError {
+                        origin: cache.origin.clone(),
+                        field: "spec.adminSecretRef".into(),
+                        reason,
                     });
                 }
             }
         }
         errors
+    }
+
+    /// The CacheServer a tenant's cache goes on, when it has `spec.cache`:
+    /// `spec.cache.server`, or else the first CacheServer by name (with no
+    /// cluster there are no Namespace labels to match `allowedNamespaces`
+    /// against, nor a status to remember a choice in).
+    pub fn place_cache(
+        &self,
+        tenant: &TenantDatabase,
+    ) -> Option<Result<&CacheServer, (&'static str, String)>> {
+        let cache = tenant.spec.cache.as_ref()?;
+        Some(match &cache.server {
+            Some(name) => self.cache(name).map(|c| &c.object).ok_or_else(|| {
+                (
+                    "spec.cache.server",
+                    format!("CacheServer {name:?} is not among the given manifests"),
+                )
+            }),
+            None => self
+                .caches
+                .iter()
+                .map(|c| &c.object)
+                .min_by_key(|c| c.name_any())
+                .ok_or_else(|| {
+                    (
+                        "spec.cache.server",
+                        "no CacheServer among the given manifests to place the cache on".to_owned(),
+                    )
+                }),
+        })
+    }
+
+    /// The CacheServer called `name`, if loaded.
+    pub fn cache(&self, name: &str) -> Option<&Located<CacheServer>> {
+        self.caches.iter().find(|c| c.object.name_any() == name)
     }
 
     /// The server a tenant goes on: `spec.server`, or else the first server
@@ -99,6 +154,7 @@ impl ManifestSet {
     /// How many documents of each kind were loaded, for summaries.
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         BTreeMap::from([
+            ("CacheServer", self.caches.len()),
             ("DatabaseServer", self.servers.len()),
             ("Secret", self.secrets.len()),
             ("TenantDatabase", self.tenants.len()),

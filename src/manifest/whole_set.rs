@@ -4,7 +4,8 @@
 //! ([`crate::reconcile::resolve_all`]: index expressions and predicates,
 //! extensions against the server's allow-list, names), and the set checked
 //! as a whole — a (kind, namespace, name) defined twice, two tenants
-//! claiming one database or role on a server, two Secrets with one name.
+//! claiming one database or role on a server, two Secrets with one name,
+//! two tenants given overlapping key prefixes on one cache server.
 //! Every problem is reported at once, each naming its document and field.
 //! No I/O.
 
@@ -12,18 +13,21 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 
-use super::{Located, ManifestError, ManifestSet, Origin};
+use super::{AdminOverrides, Located, ManifestError, ManifestSet, Origin};
 use crate::api::TenantDatabase;
-use crate::reconcile;
+use crate::cache::KeyPrefix;
+use crate::cache::key_prefix::{Holder, overlap_error, overlapping_pairs};
+use crate::reconcile::{self, Desired};
 
 impl ManifestSet {
     /// Every problem of the set: references between documents, each
     /// tenant's spec, and clashes between documents. A tenant with any is
     /// never acted on.
-    pub fn problems(&self, admin_override: bool) -> Vec<ManifestError> {
-        let mut problems = self.reference_errors(admin_override);
+    pub fn problems(&self, overrides: AdminOverrides) -> Vec<ManifestError> {
+        let mut problems = self.reference_errors(overrides);
         problems.extend(self.spec_errors());
         problems.extend(self.clashes());
+        problems.extend(self.key_prefix_overlaps());
         problems
     }
 
@@ -74,6 +78,13 @@ impl ManifestSet {
             claim(
                 format!("DatabaseServer {}", server.object.name_any()),
                 &server.origin,
+                "metadata.name",
+            );
+        }
+        for cache in &self.caches {
+            claim(
+                format!("CacheServer {}", cache.object.name_any()),
+                &cache.origin,
                 "metadata.name",
             );
         }
@@ -142,6 +153,62 @@ impl ManifestSet {
         errors.sort_by(|a, b| {
             (&a.origin.file, a.origin.document, &a.field).cmp(&(&b.origin.file, b.origin.document, &b.field))
         });
+        errors
+    }
+}
+
+/// A tenant of the manifests asking for a key prefix: its document, its
+/// `namespace/name` and the prefix.
+type CacheClaim<'a> = (&'a Located<TenantDatabase>, String, KeyPrefix);
+
+impl ManifestSet {
+    /// Tenants given overlapping key prefixes on one CacheServer: of each
+    /// overlapping pair, the tenant with the larger `namespace/name` is
+    /// refused (the rule the operator applies between tenants not yet
+    /// provisioned), naming the other. Prefixes already on the server are
+    /// checked when `plan` or `apply` looks at it.
+    pub fn key_prefix_overlaps(&self) -> Vec<ManifestError> {
+        let mut by_cache: BTreeMap<String, Vec<CacheClaim<'_>>> = BTreeMap::new();
+        for tenant in &self.tenants {
+            let (Ok(server), Some(Ok(cache))) =
+                (self.place(&tenant.object), self.place_cache(&tenant.object))
+            else {
+                continue;
+            };
+            let Ok(Desired {
+                cache: Some(intent), ..
+            }) = reconcile::resolve(&tenant.object, server)
+            else {
+                continue;
+            };
+            let owner = format!("{}/{}", namespace_of(tenant), tenant.object.name_any());
+            by_cache
+                .entry(cache.name_any())
+                .or_default()
+                .push((tenant, owner, intent.prefix));
+        }
+        let mut errors = Vec::new();
+        for tenants in by_cache.values() {
+            let prefixes: Vec<&KeyPrefix> = tenants.iter().map(|(_, _, p)| p).collect();
+            for (i, j) in overlapping_pairs(&prefixes) {
+                let (refused, holder) = if tenants[i].1 > tenants[j].1 {
+                    (i, j)
+                } else {
+                    (j, i)
+                };
+                let holder = Holder {
+                    owner: &tenants[holder].1,
+                    prefix: &tenants[holder].2,
+                    provisioned: false,
+                };
+                let error = overlap_error(&tenants[refused].2, &holder);
+                errors.push(ManifestError {
+                    origin: tenants[refused].0.origin.clone(),
+                    field: error.field,
+                    reason: error.reason,
+                });
+            }
+        }
         errors
     }
 }

@@ -5,11 +5,12 @@
 //! kube-apiserver, kube-controller-manager built from their Go modules);
 //! `bench` is `make bench` (the `tenantdb-bench` binary), `plan_fleet` its
 //! `--plan-fleet N` mode and `steady_fleet` its `--steady-fleet N` mode;
-//! `throwaway_redis` starts a Redis server for the cache tests.
+//! `throwaway_redis` (tenantdb's own, which `tenantdb sandbox` uses too)
+//! starts a Redis server for the cache tests.
 
 pub mod bench;
 pub mod control_plane;
 pub mod emulator;
 pub mod plan_fleet;
 pub mod steady_fleet;
-pub mod throwaway_redis;
+pub use tenantdb::throwaway_redis;

@@ -1,8 +1,8 @@
-//! A throwaway Redis server for tests: Debian's `redis-server` on a free
-//! loopback port, in a temporary directory, with nothing persisted but an
-//! optional ACL file. Its `default` user is the admin tenantdb logs in as.
-//! Stopped and removed on drop, and by a small reaper process if the
-//! owning process dies without dropping it.
+//! A throwaway Redis server for tests and `tenantdb sandbox`: Debian's
+//! `redis-server` on a free loopback port, in a temporary directory, with
+//! nothing persisted but an optional ACL file. Its `default` user is the
+//! admin tenantdb logs in as. Stopped and removed on drop, and by a small
+//! reaper process if the owning process dies without dropping it.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The admin (`default` user) password of every throwaway Redis.
+/// The admin (`default` user) password of every test's throwaway Redis.
 pub const ADMIN_PASSWORD: &str = "throwaway-redis-admin";
 
 /// A running throwaway Redis.
@@ -18,6 +18,8 @@ pub struct ThrowawayRedis {
     dir: PathBuf,
     port: u16,
     acl_file: bool,
+    /// Every command in SLOWLOG and `DEBUG` enabled, for tests.
+    for_tests: bool,
     server: Option<Child>,
     reaper: Option<Child>,
 }
@@ -25,29 +27,36 @@ pub struct ThrowawayRedis {
 impl ThrowawayRedis {
     /// A Redis whose ACL users live only until it stops.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, ADMIN_PASSWORD, true)
     }
 
     /// A Redis that keeps its ACL users in a file (`aclfile`), as a
     /// production server should.
     pub fn start_with_acl_file() -> anyhow::Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, ADMIN_PASSWORD, true)
     }
 
-    fn start_with(acl_file: bool) -> anyhow::Result<Self> {
+    /// `tenantdb sandbox`'s Redis: an ACL file, the `default` user's
+    /// password `password`, and no test settings.
+    pub fn start_for_sandbox(password: &str) -> anyhow::Result<Self> {
+        Self::start_with(true, password, false)
+    }
+
+    fn start_with(acl_file: bool, password: &str, for_tests: bool) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("tenantdb-redis-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir)?;
         if acl_file {
             std::fs::write(
                 dir.join("users.acl"),
-                format!("user default on >{ADMIN_PASSWORD} ~* &* +@all\n"),
+                format!("user default on >{password} ~* &* +@all\n"),
             )?;
         }
         let mut redis = Self {
             dir,
             port: 0,
             acl_file,
+            for_tests,
             server: None,
             reaper: None,
         };
@@ -65,11 +74,15 @@ impl ThrowawayRedis {
         command.arg0("redis-server");
         command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        if self.for_tests {
             // Every command in SLOWLOG, with its duration; DEBUG enabled so
             // that only the ACL stands between a tenant and it.
-            .args(["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"])
-            .args(["--enable-debug-command", "yes"])
+            command
+                .args(["--slowlog-log-slower-than", "0", "--slowlog-max-len", "100000"])
+                .args(["--enable-debug-command", "yes"]);
+        }
+        command
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
