@@ -115,6 +115,18 @@ pub fn redis_password_of(secret: &Secret) -> Option<Password> {
 }
 
 /// A non-empty value of `key`, from `stringData` or `data`.
+/// The value of `key` in any Secret (`stringData` or `data`), as bytes,
+/// if it is there and not empty: a CA certificate, say.
+pub fn key_of(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    let from_string = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.as_bytes().to_vec());
+    let from_data = || secret.data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone());
+    from_string.or_else(from_data).filter(|v| !v.is_empty())
+}
+
 fn value_of(secret: &Secret, key: &str) -> Option<String> {
     let from_string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
     let from_data = || {

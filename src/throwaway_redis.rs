@@ -20,6 +20,9 @@ pub struct ThrowawayRedis {
     acl_file: bool,
     /// Every command in SLOWLOG and `DEBUG` enabled, for tests.
     for_tests: bool,
+    /// TLS only (`tls-port`), with a certificate for 127.0.0.1 signed by a
+    /// CA of its own (`ca.crt` in `dir`).
+    tls: bool,
     server: Option<Child>,
     reaper: Option<Child>,
 }
@@ -42,7 +45,35 @@ impl ThrowawayRedis {
         Self::start_with(true, password, false)
     }
 
+    /// A Redis that speaks TLS only: its port is a `tls-port`, its
+    /// certificate (for `127.0.0.1` and `localhost`) signed by a CA of its
+    /// own ([`Self::ca_pem`]), made with the `openssl` command.
+    pub fn start_with_tls() -> anyhow::Result<Self> {
+        let mut redis = Self::prepare(false, ADMIN_PASSWORD, true)?;
+        redis.tls = true;
+        make_certificates(&redis.dir)?;
+        redis.launch()
+    }
+
+    /// The CA certificate (PEM) a TLS server's certificate is signed by.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.tls
+            .then(|| std::fs::read(self.dir.join("ca.crt")).ok())
+            .flatten()
+    }
+
     fn start_with(acl_file: bool, password: &str, for_tests: bool) -> anyhow::Result<Self> {
+        Self::prepare(acl_file, password, for_tests)?.launch()
+    }
+
+    fn launch(mut self) -> anyhow::Result<Self> {
+        self.port = free_port()?;
+        self.spawn()?;
+        self.reaper = Some(spawn_reaper(&self.dir, self.server_pid())?);
+        Ok(self)
+    }
+
+    fn prepare(acl_file: bool, password: &str, for_tests: bool) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("tenantdb-redis-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir)?;
@@ -52,18 +83,15 @@ impl ThrowawayRedis {
                 format!("user default on >{password} ~* &* +@all\n"),
             )?;
         }
-        let mut redis = Self {
+        Ok(Self {
             dir,
             port: 0,
             acl_file,
             for_tests,
+            tls: false,
             server: None,
             reaper: None,
-        };
-        redis.port = free_port()?;
-        redis.spawn()?;
-        redis.reaper = Some(spawn_reaper(&redis.dir, redis.server_pid())?);
-        Ok(redis)
+        })
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -72,9 +100,21 @@ impl ThrowawayRedis {
         // Debian's redis-tools ships the server as `redis-check-rdb`, which
         // is the server when started under the name `redis-server`.
         command.arg0("redis-server");
-        command
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
+        command.args(["--bind", "127.0.0.1"]);
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("ca.crt"));
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        command.args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
         if self.for_tests {
             // Every command in SLOWLOG, with its duration; DEBUG enabled so
             // that only the ACL stands between a tenant and it.
@@ -185,6 +225,77 @@ fn binary() -> anyhow::Result<PathBuf> {
         "redis-server not found: install Debian's redis-tools (`apt-get install -y redis-tools`; \
          make deps does), or set TENANTDB_REDIS_SERVER"
     )
+}
+
+/// A CA and a server certificate it signs, for 127.0.0.1 and localhost,
+/// in `dir` (`ca.crt`, `server.crt`, `server.key`).
+fn make_certificates(dir: &Path) -> anyhow::Result<()> {
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| anyhow::anyhow!("running openssl (apt-get install openssl; make deps does): {e}"))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tenantdb throwaway CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])
 }
 
 fn free_port() -> anyhow::Result<u16> {

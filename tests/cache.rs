@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tenantdb::cache::{
-    self, Address, CacheStep, Commands, DesiredCache, KeyPrefix, Removal, acl, apply, connect, observe,
+    self, Address, CacheStep, Commands, DesiredCache, KeyPrefix, Removal, Tls, acl, apply, connect, observe,
 };
 use tenantdb_testkit::throwaway_redis::{ADMIN_PASSWORD, ThrowawayRedis};
 
@@ -17,6 +17,7 @@ fn address(redis: &ThrowawayRedis) -> Address {
         server: "cache-a".into(),
         host: redis.host().into(),
         port: redis.port(),
+        tls: redis.ca_pem().map(|pem| Tls { ca_pem: Some(pem) }),
     }
 }
 
@@ -469,5 +470,53 @@ async fn delete_takes_exactly_the_tenants_keys_without_blocking_and_retain_keeps
         Removal::Disable {
             user: kept.desired.user.clone()
         }
+    );
+}
+
+#[tokio::test]
+async fn a_tls_server_is_reached_only_with_its_ca_and_the_tenants_url_says_rediss() {
+    let redis = ThrowawayRedis::start_with_tls().unwrap();
+    let tls = address(&redis);
+    assert!(tls.tls.as_ref().is_some_and(|t| t.ca_pem.is_some()));
+    let mut admin = admin(&redis).await;
+    let a = tenant("acme", "a", Commands::Default);
+    let step = cache::provision(&tls, &mut admin, &a.desired).await.unwrap();
+    assert!(matches!(step, Some(CacheStep::SetUser { .. })));
+    cache::login_check(&tls, &a.desired.user, &a.password)
+        .await
+        .unwrap();
+
+    // The URL an application gets, with the CA its platform gives it.
+    let url = cache::redis_url(&tls, &a.desired.user, &a.password);
+    assert!(url.starts_with("rediss://tdb.acme.a:"), "{url}");
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: redis.ca_pem(),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("acme:a:k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // The certificate is verified: without the CA (the system's roots
+    // only) the handshake fails, and so does plain TCP on a TLS port.
+    let system_roots = Address {
+        tls: Some(Tls { ca_pem: None }),
+        ..tls.clone()
+    };
+    let refused = cache::login_check(&system_roots, &a.desired.user, &a.password).await;
+    assert!(refused.is_err(), "an unknown CA was trusted");
+    let plain = Address { tls: None, ..tls };
+    assert!(
+        cache::login_check(&plain, &a.desired.user, &a.password)
+            .await
+            .is_err()
     );
 }

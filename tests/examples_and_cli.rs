@@ -243,6 +243,32 @@ fn files_the_readme_applies_exist() {
     );
 }
 
+/// `make demo`'s script, as it runs there: inside `tenantdb sandbox`
+/// (PostgreSQL and Redis), every step succeeding — the script itself exits
+/// non-zero when a tenant reaches another's database or keys.
+#[test]
+fn the_demo_provisions_the_examples_and_shows_each_tenant_kept_apart() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenantdb"))
+        .args(["sandbox", "--", "bash", "examples/demo.sh"])
+        .env("TENANTDB", env!("CARGO_BIN_EXE_tenantdb"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running the demo");
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{said}");
+    for expected in [
+        "Redis sandbox on 127.0.0.1:",
+        "ACL SETUSER tdb.tenants.acme … -- cache user created on CacheServer cache-main",
+        "{\"user\":\"ada\"}",
+        "GET tenants:globex:session:1: NOPERM",
+        "FLUSHALL: NOPERM",
+        "permission denied for database \"tenants_globex\"",
+        "Plan: 0 to change, 3 up to date, 0 failed.",
+    ] {
+        assert!(said.contains(expected), "missing {expected:?} in:\n{said}");
+    }
+}
+
 /// `make demo` installs only what the demo uses (PostgreSQL, Redis's tools
 /// and Rust, not the test tools) and runs the binary where
 /// `CARGO_TARGET_DIR` puts it.

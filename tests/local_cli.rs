@@ -1224,3 +1224,77 @@ async fn overlapping_key_prefixes_are_refused_by_field_before_anything_runs() {
     assert_eq!(databases, 0, "nothing ran for the refused tenant");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_tls_cache_server_is_verified_against_its_ca_and_tenants_get_rediss_urls() {
+    let redis = tenantdb::throwaway_redis::ThrowawayRedis::start_with_tls().unwrap();
+    let ca = String::from_utf8(redis.ca_pem().unwrap()).unwrap();
+    let dir = workdir("cache-tls").await;
+    let manifests = dir.join("manifests");
+    let secrets = dir.join("secrets");
+    let (m, s) = (manifests.to_str().unwrap(), secrets.to_str().unwrap());
+    let cache = |tls: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cache-admin, namespace: tenantdb-system}}\n\
+             stringData: {{username: default, password: {}}}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cache-ca, namespace: tenantdb-system}}\n\
+             stringData: {{ca.crt: {}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: CacheServer\nmetadata: {{name: tls-redis}}\n\
+             spec: {{host: {}, port: {}, tls: {tls}, adminSecretRef: {{namespace: tenantdb-system, name: cache-admin}}}}\n",
+            tenantdb::throwaway_redis::ADMIN_PASSWORD,
+            serde_json::to_string(&ca).unwrap(),
+            redis.host(),
+            redis.port()
+        )
+    };
+    std::fs::write(
+        manifests.join("tenants.yaml"),
+        tenant_yaml("clitls", "acme", "{server: test-pg, cache: {}}"),
+    )
+    .unwrap();
+
+    // The system's CA certificates do not vouch for this server: refused
+    // before anything runs, saying why.
+    std::fs::write(manifests.join("cache.yaml"), cache("{}")).unwrap();
+    let refused = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("spec.host: CacheServer tls-redis: cannot log in as the admin user")
+            && said.contains("certificate"),
+        "{said}"
+    );
+    assert!(!secrets.join("clitls-acme-db.yaml").exists(), "nothing ran");
+
+    // With its CA: provisioned, and the tenant's URL is rediss://.
+    std::fs::write(
+        manifests.join("cache.yaml"),
+        cache("{caSecretRef: {namespace: tenantdb-system, name: cache-ca}}"),
+    )
+    .unwrap();
+    let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", s]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let url = string_data(&read_secret(&secrets.join("clitls-acme-db.yaml")), "REDIS_URL");
+    assert!(url.starts_with("rediss://tdb.clitls.acme:"), "{url}");
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: redis.ca_pem(),
+        },
+    )
+    .unwrap();
+    let mut tenant = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("clitls:acme:session")
+        .arg("1")
+        .query_async(&mut tenant)
+        .await
+        .unwrap();
+    let status = tenantdb(&["status", "-f", m, "--secrets-dir", s, "-o", "json"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let objects: Vec<tenantdb::api::TenantDatabase> = serde_json::from_slice(&status.stdout).unwrap();
+    let cache = objects[0].status.as_ref().unwrap().cache.as_ref().unwrap();
+    assert_eq!(cache.reachable, Some(true), "{cache:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

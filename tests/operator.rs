@@ -16,8 +16,8 @@ use sqlx::{Connection, PgConnection};
 use support::cluster::{TempDir, TestCluster};
 use support::database_exists;
 use support::fixtures::{
-    add_cache_server, add_server, add_server_with, add_tenant, admin_statements, condition,
-    own_counting_postgres, own_postgres, own_postgres_with, reset_statements,
+    add_cache_server, add_cache_server_with, add_server, add_server_with, add_tenant, admin_statements,
+    condition, own_counting_postgres, own_postgres, own_postgres_with, reset_statements,
 };
 use tenantdb::api::TenantDatabase;
 use tenantdb::operator;
@@ -1150,6 +1150,88 @@ async fn kubectl_get_cs_shows_cache_servers_and_a_refused_admin_login_says_why()
     assert!(good_row[5].ends_with("/unlimited"), "{listed}");
     assert_eq!(good_row[6], "memory", "no aclfile on this server: {listed}");
     assert_eq!(row(&refused)[1..3], [redis.host(), "False"], "{listed}");
+}
+
+#[tokio::test]
+async fn a_tls_cache_server_is_verified_against_its_ca_and_its_tenants_get_rediss_urls() {
+    let redis = ThrowawayRedis::start_with_tls().unwrap();
+    let ca = String::from_utf8(redis.ca_pem().unwrap()).unwrap();
+    let cluster = TestCluster::start().await;
+    let (server, verified, unverified) = (
+        server_name("tls-pg"),
+        server_name("cache-tls"),
+        server_name("cache-tls-roots"),
+    );
+    add_server(&cluster, &server, support::admin().await).await;
+    let pki = cluster.namespace("cache-pki").await;
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "redis-ca"}, "stringData": {"ca.crt": ca}}))
+            .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client.clone(), &pki)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let address = (redis.host(), redis.port());
+    add_cache_server_with(
+        &cluster,
+        &verified,
+        address,
+        ("default", ADMIN_PASSWORD),
+        json!({"tls": {"caSecretRef": {"namespace": pki, "name": "redis-ca"}}}),
+    )
+    .await;
+    let _operator = Operator::start(&cluster, Duration::from_secs(300));
+    let (status, reason, message) = cache_server_ready(&cluster, &verified).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "Reachable"),
+        "{message}"
+    );
+
+    let ns = cluster.namespace("tls-cached").await;
+    add_tenant(
+        &cluster,
+        &ns,
+        "acme",
+        json!({"server": server, "cache": {"server": verified}}),
+    )
+    .await;
+    wait_ready(&cluster, &ns, "acme").await;
+    let url = secret_data(&cluster, &ns, "acme-db").await["REDIS_URL"].clone();
+    assert!(url.starts_with(&format!("rediss://tdb.{ns}.acme:")), "{url}");
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: redis.ca_pem(),
+        },
+    )
+    .unwrap();
+    let mut app = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(format!("{ns}:acme:session"))
+        .arg("1")
+        .query_async(&mut app)
+        .await
+        .unwrap();
+
+    // The same server against the system's CA certificates: not trusted,
+    // and status says why.
+    add_cache_server_with(
+        &cluster,
+        &unverified,
+        address,
+        ("default", ADMIN_PASSWORD),
+        json!({"tls": {}}),
+    )
+    .await;
+    let (status, reason, message) = cache_server_ready(&cluster, &unverified).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Unreachable"),
+        "{message}"
+    );
+    assert!(message.contains("certificate"), "{message}");
 }
 
 /// A connection as the tenant's application makes it: the `redis` crate

@@ -7,7 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, DURATION_PATTERN, SecretReference, conditions_list_schema};
+use super::common::{
+    Condition, DURATION_PATTERN, SecretKeyReference, SecretReference, conditions_list_schema,
+};
 
 /// Desired state of a Redis server in the fleet.
 // Each printcolumn(...) repeats type_/json_path keys, which clippy misreads
@@ -83,6 +85,12 @@ pub struct CacheServerSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
 
+    /// TLS to the server (`tls-port`): tenantdb connects with TLS, verifying
+    /// the server's certificate and host name, and tenants' `REDIS_URL` is
+    /// `rediss://`. `{}` verifies against the system's CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<CacheTls>,
+
     /// Secret with keys `username` and `password` of a Redis user allowed
     /// to manage ACLs (`ACL SETUSER`, `ACL LIST`, `ACL DELUSER`, `ACL
     /// SAVE`), read `INFO` and `CONFIG GET aclfile`, and (for
@@ -122,6 +130,16 @@ pub struct CacheHealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.01, max = 1000.0))]
     pub logins_per_second: Option<f64>,
+}
+
+/// TLS to a cache server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheTls {
+    /// Secret key holding the CA certificate (PEM) the server's certificate
+    /// is verified against. Default: the system's CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyReference>,
 }
 
 fn default_port() -> i32 {

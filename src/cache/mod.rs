@@ -20,7 +20,7 @@ pub mod plan;
 use redis::aio::MultiplexedConnection;
 
 pub use acl::Commands;
-pub use connect::Address;
+pub use connect::{Address, Tls};
 pub use error::CacheError;
 pub use key_prefix::KeyPrefix;
 pub use observe::Snapshot;
@@ -54,8 +54,14 @@ pub async fn login_check(address: &Address, user: &str, password: &str) -> Resul
     Ok(())
 }
 
-/// The `REDIS_URL` of a tenant: `redis://<user>:<password>@<host>:<port>`.
-/// User names and generated passwords hold only URL-safe characters.
+/// The `REDIS_URL` of a tenant: `redis://<user>:<password>@<host>:<port>`
+/// (`rediss://` with TLS). User names and generated passwords hold only
+/// URL-safe characters.
 pub fn redis_url(address: &Address, user: &str, password: &str) -> String {
-    format!("redis://{user}:{password}@{}:{}", address.host, address.port)
+    format!(
+        "{}://{user}:{password}@{}:{}",
+        address.scheme(),
+        address.host,
+        address.port
+    )
 }

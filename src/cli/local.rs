@@ -570,17 +570,27 @@ async fn apply_one(
     } else {
         workspace.provision(job, stored(password), Mode::Apply).await?
     };
-    let cache = match cache_preview {
-        Some(preview) if preview.step.is_none() => Some(preview),
-        Some(_) => cache_of(workspace, job, &kept, true).await?,
-        None => None,
+    let (cache, cache_failed) = match cache_preview {
+        Some(preview) if preview.step.is_none() => (Some(preview), None),
+        Some(_) => match cache_of(workspace, job, &kept, true).await {
+            Ok(cache) => (cache, None),
+            Err(error) => (None, Some(error)),
+        },
+        None => (None, None),
     };
     // The password is saved first, and off the tenant's turn: the file is
-    // fsynced, which on a slow disk costs as much as the SQL.
+    // fsynced, which on a slow disk costs as much as the SQL. When the
+    // cache failed, the Secret keeps the cache password it had.
+    let cache_keys = match &cache {
+        Some(cache) => cache.keys(),
+        None => workspace
+            .cache_of(job)
+            .zip(kept.cache.clone().flatten())
+            .map(|((handle, intent), password)| local_cache::keys(handle, intent, password)),
+    };
     let secret_written = match (&common.secrets_dir, &outcome.plan.password) {
         (Some(dir), Some(password)) => {
             let path = local::secret_path(dir, job);
-            let cache_keys = cache.as_ref().and_then(CacheOutcome::keys);
             let secret = workspace.connection_secret(job, password, cache_keys.as_ref());
             let dir = dir.clone();
             Some(tokio::task::spawn_blocking(move || {
@@ -598,6 +608,13 @@ async fn apply_one(
             None
         }
     };
+    if let Some(error) = cache_failed {
+        // The database's password is on disk before the failure is told.
+        if let Some(written) = secret_written {
+            written.await??;
+        }
+        return Err(error);
+    }
     // Only a tenant that declares indexes is looked into (or every one,
     // with --scan-indexes): a database created just now holds none to drop.
     let created = outcome

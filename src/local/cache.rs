@@ -61,8 +61,11 @@ pub fn handles(
     let overridden = admin_url
         .map(|url| {
             let info = url.into_connection_info().map_err(|_| CacheAdminUrlError)?;
-            let redis::ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-                return Err(CacheAdminUrlError);
+            let (host, port) = match info.addr().clone() {
+                redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                    (host, port)
+                }
+                _ => return Err(CacheAdminUrlError),
             };
             let settings = info.redis_settings();
             let credentials = AdminCredentials {
@@ -77,6 +80,16 @@ pub fn handles(
     for located in &set.caches {
         let server = &located.object;
         let mut address = Address::of(server);
+        // The CA of a TLS server, from its Secret among the manifests (a
+        // missing one is a reference problem, reported).
+        if let Some(tls) = address.tls.as_mut()
+            && let Some(reference) = server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref())
+        {
+            let Ok(pem) = set.secret_key(reference) else {
+                continue;
+            };
+            tls.ca_pem = Some(pem);
+        }
         let admin = match &overridden {
             Some((host, port, credentials)) => {
                 address.host.clone_from(host);
@@ -186,6 +199,16 @@ impl CacheOutcome {
             key_prefix: self.prefix.clone(),
             password,
         })
+    }
+}
+
+/// The Secret's cache keys for `intent` on `handle`'s server with
+/// `password` (a saved one, kept when the user could not be set).
+pub fn keys(handle: &CacheHandle, intent: &CacheIntent, password: Password) -> CacheKeys {
+    CacheKeys {
+        url: cache::redis_url(&handle.address, &intent.user, password.expose()),
+        key_prefix: intent.prefix.as_str().to_owned(),
+        password,
     }
 }
 

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use super::{AdminOverrides, Located, ManifestError, ManifestSet};
-use crate::api::common::SecretReference;
+use crate::api::common::{SecretKeyReference, SecretReference};
 use crate::api::{CacheServer, DatabaseServer, TenantDatabase};
 
 impl ManifestSet {
@@ -48,6 +48,18 @@ impl ManifestSet {
                         reason,
                     });
                 }
+            }
+        }
+        for cache in &self.caches {
+            let tls = cache.object.spec.tls.as_ref();
+            if let Some(reference) = tls.and_then(|t| t.ca_secret_ref.as_ref())
+                && let Err(reason) = self.secret_key(reference)
+            {
+                errors.push(ManifestError {
+                    origin: cache.origin.clone(),
+                    field: "spec.tls.caSecretRef".into(),
+                    reason,
+                });
             }
         }
         if !overrides.cache {
@@ -148,6 +160,28 @@ impl ManifestSet {
         self.secrets.iter().map(|s| &s.object).find(|s| {
             s.metadata.name.as_deref() == Some(&reference.name)
                 && s.namespace().as_deref() == Some(&reference.namespace)
+        })
+    }
+
+    /// The value of key `reference.key` in the Secret `reference` points
+    /// at, or why there is none.
+    pub fn secret_key(&self, reference: &SecretKeyReference) -> Result<Vec<u8>, String> {
+        let secret = self
+            .secret(&SecretReference {
+                namespace: reference.namespace.clone(),
+                name: reference.name.clone(),
+            })
+            .ok_or_else(|| {
+                format!(
+                    "Secret {}/{} is not among the given manifests",
+                    reference.namespace, reference.name
+                )
+            })?;
+        crate::connection_secret::key_of(secret, &reference.key).ok_or_else(|| {
+            format!(
+                "Secret {}/{} has no key {:?}",
+                reference.namespace, reference.name, reference.key
+            )
         })
     }
 

@@ -142,7 +142,10 @@ async fn sample(
     watch: &mut ServerWatch,
 ) {
     let name = server.name_any();
-    let address = Address::of(server);
+    // A CA that cannot be read is the CacheServer controller's to report.
+    let Ok(Ok(address)) = ctx.cache_address(server).await else {
+        return;
+    };
     let now = Instant::now();
     let checked_at = Time(k8s_openapi::jiff::Timestamp::now());
     // The tenants provisioned here (their user set), not being deleted.

@@ -59,8 +59,14 @@ pub async fn reconcile(
             ),
         )),
         Some(Err(error)) => Err(("AdminSecretInvalid", error.to_string())),
+        Some(Ok(_)) if let Err(reason) = ctx.cache_address(&server).await? => {
+            Err(("CaSecretMissing", reason))
+        }
         Some(Ok(credentials)) => {
-            let address = Address::of(&server);
+            let address = ctx
+                .cache_address(&server)
+                .await?
+                .unwrap_or_else(|_| Address::of(&server));
             let started = Instant::now();
             let observed = async {
                 let mut conn =

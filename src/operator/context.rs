@@ -17,7 +17,9 @@ use super::metrics::Metrics;
 use super::monitor::HealthBook;
 use super::pools::AdminPools;
 use crate::admin_access::{AdminCredentials, CredentialsError};
+use crate::api::CacheServer;
 use crate::api::common::SecretReference;
+use crate::cache::Address;
 use crate::reconcile::index_jobs::IndexJobs;
 
 /// The one field manager every tenantdb write uses.
@@ -59,6 +61,8 @@ pub struct Context {
     /// Admin credentials by Secret `(namespace, name)`, dropped whenever the
     /// Secret changes (the controllers watch Secret metadata).
     admin_credentials: Mutex<HashMap<(String, String), AdminCredentials>>,
+    /// CA certificates by Secret `(namespace, name, key)`, dropped likewise.
+    certificates: Mutex<HashMap<(String, String, String), Vec<u8>>>,
 }
 
 impl Context {
@@ -88,7 +92,54 @@ impl Context {
             cache_health: Default::default(),
             failures: Mutex::new(HashMap::new()),
             admin_credentials: Mutex::new(HashMap::new()),
+            certificates: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where CacheServer `server` listens, with the CA certificate of its
+    /// `spec.tls.caSecretRef` (from the cache, else read from the API
+    /// server). The inner error says why the CA cannot be had.
+    pub async fn cache_address(&self, server: &CacheServer) -> Result<Result<Address, String>, kube::Error> {
+        let mut address = Address::of(server);
+        let (Some(tls), Some(reference)) = (
+            address.tls.as_mut(),
+            server.spec.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()),
+        ) else {
+            return Ok(Ok(address));
+        };
+        let key = (
+            reference.namespace.clone(),
+            reference.name.clone(),
+            reference.key.clone(),
+        );
+        let cached = self
+            .certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let pem = match cached {
+            Some(pem) => pem,
+            None => {
+                let secret = Api::<Secret>::namespaced(self.client.clone(), &reference.namespace)
+                    .get_opt(&reference.name)
+                    .await?;
+                let Some(pem) = secret.and_then(|s| crate::connection_secret::key_of(&s, &reference.key))
+                else {
+                    return Ok(Err(format!(
+                        "spec.tls.caSecretRef: Secret {}/{} with key {:?} not found",
+                        reference.namespace, reference.name, reference.key
+                    )));
+                };
+                self.certificates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, pem.clone());
+                pem
+            }
+        };
+        tls.ca_pem = Some(pem);
+        Ok(Ok(address))
     }
 
     /// The credentials in admin Secret `reference`: from the cache, else read
@@ -122,12 +173,16 @@ impl Context {
         Ok(Some(credentials))
     }
 
-    /// Drops the cached credentials of Secret `namespace/name`.
-    pub fn forget_admin_credentials(&self, namespace: &str, name: &str) {
+    /// Drops the cached credentials and certificates of Secret `namespace/name`.
+    pub fn forget_secret(&self, namespace: &str, name: &str) {
         self.admin_credentials
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(namespace.to_owned(), name.to_owned()));
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(ns, n, _), _| (ns.as_str(), n.as_str()) != (namespace, name));
     }
 
     /// The resync interval with ±10% jitter, so a fleet of tenants does not

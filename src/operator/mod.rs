@@ -404,7 +404,7 @@ async fn controllers(
             let ctx = ctx.clone();
             move |secret: PartialObjectMeta<Secret>| -> Vec<ObjectRef<TenantDatabase>> {
                 let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                ctx.forget_admin_credentials(&ns, &name);
+                ctx.forget_secret(&ns, &name);
                 servers
                     .state()
                     .iter()

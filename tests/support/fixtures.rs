@@ -145,8 +145,19 @@ pub fn condition<'a>(
 pub async fn add_cache_server(
     cluster: &TestCluster,
     name: &str,
+    address: (&str, u16),
+    credentials: (&str, &str),
+) {
+    add_cache_server_with(cluster, name, address, credentials, json!({})).await;
+}
+
+/// Likewise, with `extra` merged into its spec (`tls`, say).
+pub async fn add_cache_server_with(
+    cluster: &TestCluster,
+    name: &str,
     (host, port): (&str, u16),
     (username, password): (&str, &str),
+    extra: serde_json::Value,
 ) {
     let ops = cluster.namespace("cache-ops").await;
     let secret: Secret = serde_json::from_value(json!({
@@ -158,10 +169,15 @@ pub async fn add_cache_server(
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    let mut spec =
+        json!({"host": host, "port": port, "adminSecretRef": {"namespace": ops, "name": "redis-admin"}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
     let server = serde_json::from_value(json!({
         "apiVersion": "tenantdb.io/v1alpha1", "kind": "CacheServer",
         "metadata": {"name": name},
-        "spec": {"host": host, "port": port, "adminSecretRef": {"namespace": ops, "name": "redis-admin"}}
+        "spec": spec
     }))
     .unwrap();
     Api::<tenantdb::api::CacheServer>::all(cluster.client.clone())

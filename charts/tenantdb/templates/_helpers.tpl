@@ -69,7 +69,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [tenantdb.io]
   resources: [cacheservers/status]
   verbs: [patch]
-# Admin Secrets may live in any namespace a DatabaseServer names: read when
+# Admin Secrets (and CacheServers' CA Secrets) may live in any namespace a
+# DatabaseServer or CacheServer names: read when
 # needed, watched (by metadata) to notice changes; connection Secrets are
 # read from a cache.
 - apiGroups: [""]

@@ -115,7 +115,10 @@ pub async fn provision(
         password_hash: acl::password_hash(password.expose()),
     };
     let owner = key(tenant);
-    let address = Address::of(&server);
+    let address = match located(ctx, &server).await? {
+        Ok(address) => address,
+        Err(failure) => return Ok(Err(failure)),
+    };
     let max_tenants = server
         .spec
         .capacity
@@ -244,7 +247,10 @@ pub async fn remove(
         Err(failure) => return Ok(Err(failure)),
     };
     let user = acl::user_name(&namespace, &tenant.name_any());
-    let address = Address::of(&server);
+    let address = match located(ctx, &server).await? {
+        Ok(address) => address,
+        Err(failure) => return Ok(Err(failure)),
+    };
     // The user's part under the server's lock (it changes what the
     // server's look shows); the keys after, on a connection of their own,
     // so a tenant with millions of keys never holds the lock.
@@ -525,6 +531,16 @@ async fn admin(
             permanent: false,
         }),
     })
+}
+
+/// Where `server` listens, its TLS CA included; the failure when the CA's
+/// Secret cannot be read.
+async fn located(ctx: &Context, server: &CacheServer) -> Result<Result<Address, Failure>, OperatorError> {
+    Ok(ctx.cache_address(server).await?.map_err(|message| Failure {
+        reason: "CacheCaSecretMissing",
+        message,
+        permanent: false,
+    }))
 }
 
 /// The key prefixes the operator's cache records as held on the Redis at
