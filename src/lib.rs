@@ -18,4 +18,5 @@ pub mod reconcile;
 pub mod sql;
 pub mod status;
 pub mod throwaway;
+pub mod throwaway_pki;
 pub mod throwaway_redis;

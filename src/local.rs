@@ -111,9 +111,17 @@ impl Workspace {
         let mut servers = BTreeMap::new();
         for server in &set.servers {
             let spec = &server.object.spec;
+            // The CA for verify-full (a missing one is a reference problem).
+            let ca = match spec.ca_secret_ref.as_ref().map(|r| set.secret_key(r)).transpose() {
+                Ok(ca) => ca,
+                Err(_) => continue,
+            };
             let (admin, endpoint) = match &override_options {
                 Some(options) => (
-                    options.clone(),
+                    match &ca {
+                        Some(pem) => options.clone().ssl_root_cert_from_pem(pem.clone()),
+                        None => options.clone(),
+                    },
                     Endpoint {
                         host: options.get_host().to_owned(),
                         port: options.get_port(),
@@ -136,7 +144,7 @@ impl Workspace {
                         }
                     };
                     (
-                        admin_access::connect_options(spec, &credentials, None),
+                        admin_access::connect_options(spec, &credentials, ca),
                         Endpoint {
                             host: spec.host.clone(),
                             port: u16::try_from(spec.port).unwrap_or(5432),

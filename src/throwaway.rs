@@ -9,7 +9,7 @@
 
 use std::fs::DirBuilder;
 use std::net::TcpListener;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -65,6 +65,17 @@ impl ThrowawayPostgres {
     /// Like [`start`](Self::start), with extra server settings
     /// (`name=value`, e.g. `shared_preload_libraries=pg_stat_statements`).
     pub fn start_with(settings: &[&str]) -> Result<Self, ThrowawayError> {
+        Self::prepare(settings)?.launch()
+    }
+
+    fn launch(mut self) -> Result<Self, ThrowawayError> {
+        self.init()?;
+        self.reaper = Some(self.spawn_reaper()?);
+        self.start_on_free_port()?;
+        Ok(self)
+    }
+
+    fn prepare(settings: &[&str]) -> Result<Self, ThrowawayError> {
         let bin_dir = find_bin_dir()?;
         let run_as = if running_as_root()? {
             Some(system_user("postgres")?.ok_or(ThrowawayError::NoPostgresUser)?)
@@ -72,7 +83,7 @@ impl ThrowawayPostgres {
             None
         };
         let root = make_private_dir(run_as.as_ref())?;
-        let mut cluster = Self {
+        Ok(Self {
             root,
             bin_dir,
             port: 0,
@@ -81,11 +92,36 @@ impl ThrowawayPostgres {
             reaper: None,
             running: false,
             settings: settings.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        cluster.init()?;
-        cluster.reaper = Some(cluster.spawn_reaper()?);
-        cluster.start_on_free_port()?;
-        Ok(cluster)
+        })
+    }
+
+    /// A cluster that also accepts TLS (`ssl=on`), its certificate for
+    /// 127.0.0.1 signed by a CA of its own ([`Self::ca_pem`]).
+    pub fn start_with_tls() -> Result<Self, ThrowawayError> {
+        let mut cluster = Self::prepare(&[])?;
+        let pki = cluster.root.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        crate::throwaway_pki::make_certificates(&pki).map_err(|e| ThrowawayError::Command {
+            step: "openssl",
+            detail: format!("{e:#}"),
+        })?;
+        // PostgreSQL refuses a key others may read.
+        std::fs::set_permissions(pki.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+        for file in ["server.crt", "server.key"] {
+            cluster.give_to_run_as(&pki.join(file))?;
+        }
+        cluster.give_to_run_as(&pki)?;
+        cluster.settings.extend([
+            "ssl=on".to_owned(),
+            format!("ssl_cert_file={}", pki.join("server.crt").display()),
+            format!("ssl_key_file={}", pki.join("server.key").display()),
+        ]);
+        cluster.launch()
+    }
+
+    /// The CA certificate (PEM) of a cluster started with TLS.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.root.join("pki/ca.crt")).ok()
     }
 
     pub fn host(&self) -> &str {

@@ -1298,3 +1298,57 @@ async fn a_tls_cache_server_is_verified_against_its_ca_and_tenants_get_rediss_ur
     assert_eq!(cache.reachable, Some(true), "{cache:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn verify_full_uses_the_ca_secret_among_the_manifests() {
+    let (postgres, admin) = support::fixtures::own_tls_postgres("cli_tls_admin").await;
+    let ca = String::from_utf8(postgres.ca_pem().unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("tenantdb-cli-pg-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let server = |ca_ref: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: pg-admin, namespace: ops}}\nstringData: {{username: {}, password: {}}}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: pg-ca, namespace: ops}}\nstringData: {{ca.crt: {}}}\n\
+             ---\napiVersion: tenantdb.io/v1alpha1\nkind: DatabaseServer\nmetadata: {{name: tls-pg}}\n\
+             spec: {{host: {}, port: {}, sslMode: verify-full, adminSecretRef: {{namespace: ops, name: pg-admin}}{ca_ref}}}\n",
+            admin.user,
+            admin.password,
+            serde_json::to_string(&ca).unwrap(),
+            admin.host,
+            admin.port
+        )
+    };
+    let manifests = dir.join("manifests");
+    let m = manifests.to_str().unwrap();
+    std::fs::write(
+        manifests.join("server.yaml"),
+        server(", caSecretRef: {namespace: ops, name: pg-ca}"),
+    )
+    .unwrap();
+    let trusted = tenantdb(&["check", "-f", m, "--connect"]);
+    assert!(
+        trusted.status.success(),
+        "{}{}",
+        text(&trusted.stdout),
+        text(&trusted.stderr)
+    );
+    assert!(text(&trusted.stdout).contains("tls-pg: connected as cli_tls_admin"));
+    std::fs::write(
+        manifests.join("tenants.yaml"),
+        tenant_yaml("clipgtls", "acme", "{server: tls-pg}"),
+    )
+    .unwrap();
+    let secrets = dir.join("secrets");
+    let applied = tenantdb(&["apply", "-f", m, "--secrets-dir", secrets.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+
+    // Without the CA, verify-full trusts only the system's certificates.
+    std::fs::write(manifests.join("server.yaml"), server("")).unwrap();
+    let refused = tenantdb(&["check", "-f", m, "--connect"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = text(&refused.stderr);
+    assert!(said.contains("tls-pg: cannot log in as administrator"), "{said}");
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -17,7 +17,7 @@ use support::cluster::{TempDir, TestCluster};
 use support::database_exists;
 use support::fixtures::{
     add_cache_server, add_cache_server_with, add_server, add_server_with, add_tenant, admin_statements,
-    condition, own_counting_postgres, own_postgres, own_postgres_with, reset_statements,
+    condition, own_counting_postgres, own_postgres, own_postgres_with, own_tls_postgres, reset_statements,
 };
 use tenantdb::api::TenantDatabase;
 use tenantdb::operator;
@@ -1226,6 +1226,68 @@ async fn a_tls_cache_server_is_verified_against_its_ca_and_its_tenants_get_redis
     )
     .await;
     let (status, reason, message) = cache_server_ready(&cluster, &unverified).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "Unreachable"),
+        "{message}"
+    );
+    assert!(message.contains("certificate"), "{message}");
+}
+
+/// The Ready condition of DatabaseServer `name` once it has one:
+/// (status, reason, message).
+async fn database_server_ready(cluster: &TestCluster, name: &str) -> (String, String, String) {
+    let api: Api<tenantdb::api::DatabaseServer> = Api::all(cluster.client.clone());
+    let mut found = None;
+    support::wait_until(&format!("{name} has a Ready condition"), async || {
+        found = api
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status, c.reason, c.message));
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+#[tokio::test]
+async fn verify_full_trusts_the_ca_in_the_servers_ca_secret_and_nothing_else() {
+    let (postgres, admin) = own_tls_postgres("tls_admin").await;
+    let ca = String::from_utf8(postgres.ca_pem().unwrap()).unwrap();
+    let cluster = TestCluster::start().await;
+    let pki = cluster.namespace("pg-pki").await;
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "pg-ca"}, "stringData": {"ca.crt": ca}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client.clone(), &pki)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let (verified, unverified) = (server_name("pg-verified"), server_name("pg-unverified"));
+    add_server_with(
+        &cluster,
+        &verified,
+        &admin,
+        json!({"sslMode": "verify-full", "caSecretRef": {"namespace": pki, "name": "pg-ca"}}),
+    )
+    .await;
+    add_server_with(&cluster, &unverified, &admin, json!({"sslMode": "verify-full"})).await;
+    let _operator = Operator::start(&cluster, Duration::from_secs(300));
+
+    let (status, reason, message) = database_server_ready(&cluster, &verified).await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "Reachable"),
+        "{message}"
+    );
+    let ns = cluster.namespace("verified").await;
+    add_tenant(&cluster, &ns, "acme", json!({"server": verified})).await;
+    wait_ready(&cluster, &ns, "acme").await;
+
+    // The system's CA certificates do not vouch for this server.
+    let (status, reason, message) = database_server_ready(&cluster, &unverified).await;
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "Unreachable"),

@@ -94,7 +94,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         continue; // already reported as a reference problem
                     };
                     let credentials = AdminCredentials::from_secret(secret)?;
-                    admin_access::connect_options(&server.object.spec, &credentials, None)
+                    let ca = server
+                        .object
+                        .spec
+                        .ca_secret_ref
+                        .as_ref()
+                        .and_then(|r| set.secret_key(r).ok());
+                    admin_access::connect_options(&server.object.spec, &credentials, ca)
                 }
             };
             match admin_access::probe(&options).await {

@@ -50,6 +50,17 @@ impl ManifestSet {
                 }
             }
         }
+        for server in &self.servers {
+            if let Some(reference) = &server.object.spec.ca_secret_ref
+                && let Err(reason) = self.secret_key(reference)
+            {
+                errors.push(ManifestError {
+                    origin: server.origin.clone(),
+                    field: "spec.caSecretRef".into(),
+                    reason,
+                });
+            }
+        }
         for cache in &self.caches {
             let tls = cache.object.spec.tls.as_ref();
             if let Some(reference) = tls.and_then(|t| t.ca_secret_ref.as_ref())

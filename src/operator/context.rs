@@ -17,8 +17,8 @@ use super::metrics::Metrics;
 use super::monitor::HealthBook;
 use super::pools::AdminPools;
 use crate::admin_access::{AdminCredentials, CredentialsError};
-use crate::api::CacheServer;
-use crate::api::common::SecretReference;
+use crate::api::common::{SecretKeyReference, SecretReference};
+use crate::api::{CacheServer, DatabaseServer};
 use crate::cache::Address;
 use crate::reconcile::index_jobs::IndexJobs;
 
@@ -107,6 +107,33 @@ impl Context {
         ) else {
             return Ok(Ok(address));
         };
+        match self.certificate(reference, "spec.tls.caSecretRef").await? {
+            Ok(pem) => tls.ca_pem = Some(pem),
+            Err(why) => return Ok(Err(why)),
+        }
+        Ok(Ok(address))
+    }
+
+    /// The CA certificate of DatabaseServer `server` (`spec.caSecretRef`,
+    /// for `sslMode: verify-full`), when it names one; the inner error
+    /// says why it cannot be had.
+    pub async fn server_ca(
+        &self,
+        server: &DatabaseServer,
+    ) -> Result<Result<Option<Vec<u8>>, String>, kube::Error> {
+        let Some(reference) = &server.spec.ca_secret_ref else {
+            return Ok(Ok(None));
+        };
+        Ok(self.certificate(reference, "spec.caSecretRef").await?.map(Some))
+    }
+
+    /// The certificate in Secret key `reference` (from the cache, else read
+    /// from the API server); the inner error names `field`.
+    async fn certificate(
+        &self,
+        reference: &SecretKeyReference,
+        field: &str,
+    ) -> Result<Result<Vec<u8>, String>, kube::Error> {
         let key = (
             reference.namespace.clone(),
             reference.name.clone(),
@@ -118,28 +145,23 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        let pem = match cached {
-            Some(pem) => pem,
-            None => {
-                let secret = Api::<Secret>::namespaced(self.client.clone(), &reference.namespace)
-                    .get_opt(&reference.name)
-                    .await?;
-                let Some(pem) = secret.and_then(|s| crate::connection_secret::key_of(&s, &reference.key))
-                else {
-                    return Ok(Err(format!(
-                        "spec.tls.caSecretRef: Secret {}/{} with key {:?} not found",
-                        reference.namespace, reference.name, reference.key
-                    )));
-                };
-                self.certificates
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, pem.clone());
-                pem
-            }
+        if let Some(pem) = cached {
+            return Ok(Ok(pem));
+        }
+        let secret = Api::<Secret>::namespaced(self.client.clone(), &reference.namespace)
+            .get_opt(&reference.name)
+            .await?;
+        let Some(pem) = secret.and_then(|s| crate::connection_secret::key_of(&s, &reference.key)) else {
+            return Ok(Err(format!(
+                "{field}: Secret {}/{} with key {:?} not found",
+                reference.namespace, reference.name, reference.key
+            )));
         };
-        tls.ca_pem = Some(pem);
-        Ok(Ok(address))
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, pem.clone());
+        Ok(Ok(pem))
     }
 
     /// The credentials in admin Secret `reference`: from the cache, else read

@@ -330,6 +330,10 @@ async fn check_server(
     let Ok(Some(Ok(credentials))) = ctx.admin_credentials(&server.spec.admin_secret_ref).await else {
         return;
     };
+    // A CA that cannot be read is the server controller's to report.
+    let Ok(Ok(ca)) = ctx.server_ca(&server).await else {
+        return;
+    };
     let tenants: Vec<Arc<TenantDatabase>> = stores
         .all_tenants()
         .into_iter()
@@ -430,7 +434,7 @@ async fn check_server(
         .collect();
     // The monitor's own connection: provisioning holding every admin
     // connection cannot delay this query.
-    let pool = ctx.pools.health(&server, &credentials);
+    let pool = ctx.pools.health(&server, &credentials, ca.as_deref());
     // A server that does not answer within 0.8 intervals (at most 10 s) is
     // down: the next sample starts at most 1.1 intervals after an outage
     // began, so the outage shows within two intervals of its start.
@@ -457,7 +461,7 @@ async fn check_server(
                     username: status.role_name.clone()?,
                     password,
                 };
-                let options = admin_access::connect_options(&server.spec, &role, None)
+                let options = admin_access::connect_options(&server.spec, &role, ca.clone())
                     .database(status.database_name.as_deref()?)
                     .application_name("tenantdb-health");
                 Some((key(tenant), options))

@@ -1,6 +1,6 @@
 //! Per `DatabaseServer`: one bounded admin pool shared by all its tenants,
 //! and the health monitor's own connection, both rebuilt only when the
-//! server's address or credentials change. No I/O here: pools connect
+//! server's address, credentials or CA certificate change. No I/O here: pools connect
 //! lazily.
 
 use std::collections::HashMap;
@@ -26,21 +26,33 @@ pub struct AdminPools {
 }
 
 impl AdminPools {
-    /// The admin pool and connect options for `server` with `credentials`.
-    pub fn get(&self, server: &DatabaseServer, credentials: &AdminCredentials) -> (PgPool, PgConnectOptions) {
-        self.with(server, credentials, |p| (p.admin.clone(), p.options.clone()))
+    /// The admin pool and connect options for `server` with `credentials`
+    /// (and `ca`, its `caSecretRef`'s certificate).
+    pub fn get(
+        &self,
+        server: &DatabaseServer,
+        credentials: &AdminCredentials,
+        ca: Option<&[u8]>,
+    ) -> (PgPool, PgConnectOptions) {
+        self.with(server, credentials, ca, |p| (p.admin.clone(), p.options.clone()))
     }
 
     /// The health monitor's connection to `server`, apart from the admin
     /// pool ([`admin_access::health_pool`]).
-    pub fn health(&self, server: &DatabaseServer, credentials: &AdminCredentials) -> PgPool {
-        self.with(server, credentials, |p| p.health.clone())
+    pub fn health(
+        &self,
+        server: &DatabaseServer,
+        credentials: &AdminCredentials,
+        ca: Option<&[u8]>,
+    ) -> PgPool {
+        self.with(server, credentials, ca, |p| p.health.clone())
     }
 
     fn with<T>(
         &self,
         server: &DatabaseServer,
         credentials: &AdminCredentials,
+        ca: Option<&[u8]>,
         read: impl FnOnce(&ServerPools) -> T,
     ) -> T {
         let name = server.metadata.name.clone().unwrap_or_default();
@@ -52,6 +64,7 @@ impl AdminPools {
             format!("{:?}", server.spec.ssl_mode),
             &credentials.username,
             credentials.password.expose(),
+            ca,
         )
             .hash(&mut hasher);
         let fingerprint = hasher.finish();
@@ -61,7 +74,7 @@ impl AdminPools {
         {
             return read(existing);
         }
-        let options = admin_access::connect_options(&server.spec, credentials, None);
+        let options = admin_access::connect_options(&server.spec, credentials, ca.map(<[u8]>::to_vec));
         let fresh = ServerPools {
             fingerprint,
             admin: admin_access::admin_pool(options.clone(), MAX_ADMIN_CONNECTIONS),

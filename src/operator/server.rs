@@ -67,8 +67,10 @@ pub async fn reconcile(
         Some(Ok(_)) if let Some(error) = ctx.health.server_down(&name) => {
             Err(("Unreachable", format!("the server does not answer: {error}")))
         }
+        Some(Ok(_)) if let Err(reason) = ctx.server_ca(&server).await? => Err(("CaSecretMissing", reason)),
         Some(Ok(credentials)) => {
-            let (pool, _) = ctx.pools.get(&server, &credentials);
+            let ca = ctx.server_ca(&server).await?.ok().flatten();
+            let (pool, _) = ctx.pools.get(&server, &credentials, ca.as_deref());
             let probed = async {
                 let mut conn = pool.acquire().await?;
                 // The round trips alone: opening a connection (a restart,

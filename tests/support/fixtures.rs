@@ -22,6 +22,17 @@ pub async fn own_postgres(role: &str) -> (ThrowawayPostgres, AdminLogin) {
 /// Likewise, with extra server settings.
 pub async fn own_postgres_with(role: &str, settings: &[&str]) -> (ThrowawayPostgres, AdminLogin) {
     let postgres = ThrowawayPostgres::start_with(settings).unwrap_or_else(|e| panic!("{e}"));
+    with_admin(postgres, role).await
+}
+
+/// A PostgreSQL of the test's own that accepts TLS, its certificate signed
+/// by a CA of its own (`ca_pem()`), with an admin role.
+pub async fn own_tls_postgres(role: &str) -> (ThrowawayPostgres, AdminLogin) {
+    let postgres = ThrowawayPostgres::start_with_tls().unwrap_or_else(|e| panic!("{e}"));
+    with_admin(postgres, role).await
+}
+
+async fn with_admin(postgres: ThrowawayPostgres, role: &str) -> (ThrowawayPostgres, AdminLogin) {
     let password = tenantdb::password::generate();
     let mut conn = PgConnection::connect(&postgres.superuser_url()).await.unwrap();
     let ident = tenantdb::sql::Ident::parse(role).unwrap();

@@ -134,7 +134,9 @@ pub async fn cleanup(
     let Some(_slot) = ctx.slots.enter(&desired.server).await else {
         return Ok(Action::requeue(bulkhead::BUSY_RETRY));
     };
-    let (pool, admin) = ctx.pools.get(&access.server, &access.credentials);
+    let (pool, admin) = ctx
+        .pools
+        .get(&access.server, &access.credentials, access.ca.as_deref());
     if let Some(error) = provision::still_down(ctx, &admin, &desired.server).await {
         let reason = format!("server {} does not answer: {error}", desired.server);
         return publish::deletion_blocked(tenant, ctx, &reason).await;

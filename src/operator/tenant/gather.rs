@@ -31,6 +31,8 @@ use crate::reconcile::{self, Desired, StoredPassword};
 pub struct Access {
     pub server: Arc<DatabaseServer>,
     pub credentials: AdminCredentials,
+    /// The server's CA certificate (`spec.caSecretRef`), if it names one.
+    pub ca: Option<Vec<u8>>,
     pub desired: Desired,
     /// The tenant's cache, once its step ([`super::cache`]) made it ready.
     pub cache: Option<super::cache::CacheAccess>,
@@ -115,10 +117,15 @@ pub async fn access(
             );
         }
     };
+    let ca = match ctx.server_ca(&server).await? {
+        Ok(ca) => ca,
+        Err(message) => return refuse("CaSecretMissing", message),
+    };
     match reconcile::resolve_all(tenant, &server) {
         Ok(desired) => Ok(Ok(Access {
             server,
             credentials,
+            ca,
             desired,
             cache: None,
         })),

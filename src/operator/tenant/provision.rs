@@ -38,7 +38,9 @@ pub async fn provision(
     secret: &SecretState,
 ) -> Result<Result<Provisioned, Failure>, OperatorError> {
     let desired = &access.desired;
-    let (pool, admin) = ctx.pools.get(&access.server, &access.credentials);
+    let (pool, admin) = ctx
+        .pools
+        .get(&access.server, &access.credentials, access.ca.as_deref());
     if let Some(error) = still_down(ctx, &admin, &desired.server).await {
         return Ok(Err(Failure {
             reason: "ServerUnavailable",

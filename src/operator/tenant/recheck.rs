@@ -47,7 +47,9 @@ pub async fn nothing_to_do(
     {
         return false;
     }
-    let (pool, admin) = ctx.pools.get(&access.server, &access.credentials);
+    let (pool, admin) = ctx
+        .pools
+        .get(&access.server, &access.credentials, access.ca.as_deref());
     let server = Arc::clone(&access.server);
     let shared = ctx
         .catalog
