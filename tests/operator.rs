@@ -3151,6 +3151,61 @@ async fn sessions_under(conn: &mut PgConnection, prefix: &str) -> i64 {
     .unwrap()
 }
 
+/// A login granted for a sample the server did not answer was not made,
+/// so it stays due: a tenant whose Secret changed during an outage is
+/// logged in to as soon as the server answers again, not a login interval
+/// (here an hour) later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_due_during_an_outage_is_made_when_the_server_answers() {
+    let cluster = TestCluster::start().await;
+    let (mut postgres, admin) = own_postgres_with("due_admin", &["log_connections=on"]).await;
+    let server = server_name("due");
+    add_server_with(
+        &cluster,
+        &server,
+        &admin,
+        json!({"healthCheck": {"interval": "1s", "loginInterval": "1h"}}),
+    )
+    .await;
+    let ns = cluster.namespace("due").await;
+    let operator = Operator::start(&cluster, Duration::from_secs(300));
+    add_tenant(&cluster, &ns, "acme", json!({"server": server})).await;
+    let status = wait_ready(&cluster, &ns, "acme").await.status.unwrap();
+    // The monitor's logins as the tenant, from the server's log.
+    let login = format!(
+        "connection authorized: user={} database={} application_name=tenantdb-health",
+        status.role_name.unwrap(),
+        status.database_name.unwrap()
+    );
+    let log = postgres.log_file();
+    let logins = || std::fs::read_to_string(&log).unwrap().matches(&login).count();
+    support::wait_until("the first login as acme", async || logins() > 0).await;
+    let before = logins();
+
+    // The Secret changes (a new version) and the server stops answering
+    // at once; the monitor finds the login due and the server silent.
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &ns);
+    secrets
+        .patch(
+            "acme-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/rotated": "now"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| postgres.pause()).unwrap();
+    wait_for(&cluster, &ns, "acme", "Degraded", |t| {
+        phase(t) == Some(tenantdb::api::tenant_database::TenantPhase::Degraded)
+    })
+    .await;
+    tokio::task::block_in_place(|| postgres.resume()).unwrap();
+    support::wait_until("acme logged in to again once the server answers", async || {
+        logins() > before
+    })
+    .await;
+    operator.stop().await;
+}
+
 /// The health monitor logs in as tenants within the server's budget
 /// (`loginsPerSecond`) however many are due, says in the server's status
 /// how long a rotation takes, and logs in at once as a tenant whose

@@ -52,6 +52,30 @@ struct TenantRecord {
     size_read: Option<(Instant, Option<i64>)>,
 }
 
+/// A tenant's login schedule as it was before a login was granted, put
+/// back when the login could not be tried (the server did not answer).
+struct LoginSchedule {
+    next_login: Instant,
+    last_login: Option<Instant>,
+    identity: Option<String>,
+}
+
+impl LoginSchedule {
+    fn of(record: &TenantRecord) -> Self {
+        Self {
+            next_login: record.next_login,
+            last_login: record.last_login,
+            identity: record.identity.clone(),
+        }
+    }
+
+    fn restore(&self, record: &mut TenantRecord) {
+        record.next_login = self.next_login;
+        record.last_login = self.last_login;
+        record.identity = self.identity.clone();
+    }
+}
+
 /// Whether a database whose size is due by the size interval is worth
 /// reading: never read by this process, written to since (its write count
 /// moved), or read longer ago than [`QUIET_SIZE_REFRESH`]. Reading a size
@@ -352,6 +376,10 @@ async fn check_server(
     // first; the sizes a share per sample, never read first, then the
     // longest overdue.
     let (mut sizes, mut logins) = (Vec::new(), Vec::new());
+    // What the granted sizes and logins were scheduled as before, put back
+    // when the server does not answer: nothing was read or tried, so
+    // nothing waits another interval (a changed Secret's login least).
+    let mut sizes_before = Vec::new();
     {
         let mut book = ctx.health.lock_tenants();
         let mut due = Vec::new();
@@ -399,6 +427,7 @@ async fn check_server(
         for position in most_due(sizes_due, share) {
             let tenant = &tenants[position];
             if let Some(record) = book.get_mut(&key(tenant)) {
+                sizes_before.push((key(tenant), record.next_size, record.size_read));
                 record.next_size = now + policy.size_interval;
                 record.size_read = Some((now, None));
             }
@@ -410,22 +439,12 @@ async fn check_server(
         for (_, _, position, identity) in due.into_iter().take(granted) {
             let tenant = &tenants[position];
             if let Some(record) = book.get_mut(&key(tenant)) {
+                let before = LoginSchedule::of(record);
                 record.next_login = now + policy.login_interval;
                 record.last_login = Some(now);
                 record.identity = identity;
+                logins.push((tenant.clone(), before));
             }
-            logins.push(tenant.clone());
-        }
-    }
-    let label = ServerLabel {
-        server: name.to_owned(),
-    };
-    for (counter, count) in [
-        (&ctx.metrics.tenant_logins, logins.len()),
-        (&ctx.metrics.size_reads, sizes.len()),
-    ] {
-        if count > 0 {
-            counter.get_or_create(&label).inc_by(count as u64);
         }
     }
     let databases: Vec<String> = tenants
@@ -448,11 +467,25 @@ async fn check_server(
         Err(_) => Err(sqlx::Error::PoolTimedOut),
     };
 
+    if sample.is_err() {
+        let mut book = ctx.health.lock_tenants();
+        for (key, next_size, size_read) in sizes_before {
+            if let Some(record) = book.get_mut(&key) {
+                (record.next_size, record.size_read) = (next_size, size_read);
+            }
+        }
+        for (tenant, before) in &logins {
+            if let Some(record) = book.get_mut(&key(tenant)) {
+                before.restore(record);
+            }
+        }
+    }
+
     // Logins, only when the server answers.
     let login_results: HashMap<String, health::LoginResult> = if sample.is_ok() {
         let attempts: Vec<(String, sqlx::postgres::PgConnectOptions)> = logins
             .iter()
-            .filter_map(|tenant| {
+            .filter_map(|(tenant, _)| {
                 let status = tenant.status.as_ref()?;
                 let namespace = tenant.namespace().unwrap_or_default();
                 let secret = stores.secret(&namespace, status.secret_name.as_deref()?)?;
@@ -481,6 +514,15 @@ async fn check_server(
         server: name.to_owned(),
     };
     let up = sample.is_ok();
+    let sizes_read = if up { sizes.len() } else { 0 };
+    for (counter, count) in [
+        (&ctx.metrics.tenant_logins, login_results.len()),
+        (&ctx.metrics.size_reads, sizes_read),
+    ] {
+        if count > 0 {
+            counter.get_or_create(&server_label).inc_by(count as u64);
+        }
+    }
     ctx.metrics
         .server_up
         .get_or_create(&server_label)
